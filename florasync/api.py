@@ -1,0 +1,539 @@
+"""The FLORA API client and the upload-target client: the only module that imports requests.
+
+Owns HTTP: one ``requests.Session`` per client with Bearer auth, timeouts on every call, the
+error envelope mapped onto the ``errors`` tree (CONTRACT.md §3), pagination (§6), and the
+streamed multipart upload to the signed target (§8, §10), which has its own session and never
+sees the API key. Retry decisions come from ``retrying``; journal and lifecycle live elsewhere.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+from urllib.parse import quote
+
+import requests
+from requests_toolbelt import MultipartEncoder
+
+from florasync import __version__, errors, models, retrying, urls
+from florasync.secret import Secret
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+USER_AGENT = f"florasync/{__version__}"
+PAGE_SIZE = 100  # always send limit explicitly: the default is undocumented (Q10)
+UPLOAD_CHUNK_BYTES = 1 << 20
+
+_ERROR_BY_STATUS: dict[int, type[errors.ApiError]] = {
+    400: errors.InvalidRequestError,
+    401: errors.CredentialsError,
+    402: errors.PaymentRequiredError,
+    403: errors.ForbiddenError,
+    404: errors.NotFoundError,
+    422: errors.IdempotencyConflictError,
+    429: errors.RateLimitedError,
+}
+
+ResponseHook = Callable[[str, str, "int | None", float], None]
+"""Called after every request with (method, route template, status or None, seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds to wait to connect, and for each read of a response."""
+
+    connect: float = 10.0
+    read: float = 60.0
+    upload_read: float = 300.0
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Sets the Authorization header at send time (and keeps ~/.netrc from replacing it)."""
+
+    def __init__(self, key: Secret) -> None:
+        self._key = key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        return request
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """Guarantees the upload target never receives an Authorization header (seed 004)."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.pop("Authorization", None)
+        return request
+
+
+class FloraClient:
+    """The FLORA public API, one method per endpoint, results as typed ``models`` objects.
+
+    Every call waits for the shared ``RateGate``, is retried per ``retrying.RetryPolicy`` when it
+    is safe to repeat, and raises an ``errors.ApiError`` subclass otherwise.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Secret,
+        *,
+        timeouts: Timeouts = Timeouts(),
+        policy: retrying.RetryPolicy | None = None,
+        gate: retrying.RateGate | None = None,
+        stop: threading.Event | None = None,
+        on_response: ResponseHook | None = None,
+        on_retry: Callable[[BaseException, float], None] | None = None,
+    ) -> None:
+        _require_secure(base_url, "api.base_url")
+        self.base_url = base_url.rstrip("/")
+        self._timeouts = timeouts
+        self._session = _new_session(_BearerAuth(api_key))
+        self._retrier = retrying.Retrier(
+            policy or retrying.RetryPolicy(),
+            gate or retrying.RateGate(),
+            stop or threading.Event(),
+            on_retry=on_retry,
+        )
+        self._secret = api_key
+        self._on_response = on_response
+
+    def __repr__(self) -> str:
+        return f"FloraClient({self.base_url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> FloraClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- workspaces and projects ------------------------------------------------------------
+
+    def list_workspaces(self) -> list[models.Workspace]:
+        body = self._json("GET", "/workspaces")
+        return [models.parse_workspace(w) for w in _items(body, "workspaces")]
+
+    def list_projects(
+        self, workspace_id: str, *, query: str | None = None
+    ) -> Iterator[models.Project]:
+        params = {"workspace_id": workspace_id, "query": query}
+        for item in self._paginate("/projects", "projects", params):
+            yield models.parse_project(item)
+
+    def create_project(
+        self, workspace_id: str, name: str, *, idempotency_key: str | None = None
+    ) -> models.Project:
+        body = self._json(
+            "POST",
+            "/projects",
+            json={"workspace_id": workspace_id, "name": name},
+            idempotency_key=idempotency_key,
+        )
+        return _parsed(models.parse_project, body, "POST /projects")
+
+    def get_project(self, project_id: str) -> models.Project:
+        body = self._json("GET", "/projects/{id}", ids=(project_id,))
+        return _parsed(models.parse_project, body, "GET /projects/{id}")
+
+    def list_nodes(self, project_id: str) -> Iterator[models.Node]:
+        for item in self._paginate("/projects/{id}/nodes", "nodes", {}, ids=(project_id,)):
+            yield models.parse_node(item)
+
+    def attach(self, project_id: str, asset_id: str, *, idempotency_key: str) -> models.Attachment:
+        body = self._json(
+            "POST",
+            "/projects/{id}/assets/{id}/attach",
+            ids=(project_id, asset_id),
+            idempotency_key=idempotency_key,
+        )
+        return _parsed(models.parse_attachment, body, "attach")
+
+    # -- assets ------------------------------------------------------------------------------
+
+    def create_asset(
+        self,
+        workspace_id: str,
+        *,
+        file_name: str,
+        content_type: str,
+        idempotency_key: str,
+        folder: str | None = None,
+    ) -> models.Asset:
+        """Reserve a signed upload; the key must already be in the journal (PRODUCT.md)."""
+        payload: dict[str, str] = {
+            "source": "signed-url",
+            "workspace_id": workspace_id,
+            "file_name": file_name,
+            "content_type": content_type,
+        }
+        if folder:
+            payload["folder"] = folder
+        body = self._json("POST", "/assets", json=payload, idempotency_key=idempotency_key)
+        return _parsed(models.parse_asset, body, "POST /assets")
+
+    def complete_asset(self, asset_id: str) -> models.Asset:
+        # complete is idempotent by nature (complete on ready is a no-op, §7.2): safe to repeat
+        body = self._json("POST", "/assets/{id}/complete", ids=(asset_id,), idempotent=True)
+        return _parsed(models.parse_asset, body, "complete")
+
+    def retry_asset(self, asset_id: str) -> models.Asset:
+        # repeating retry only replaces the reservation again; the newest one is what we use
+        body = self._json("POST", "/assets/{id}/retry", ids=(asset_id,), idempotent=True)
+        return _parsed(models.parse_asset, body, "retry")
+
+    def get_asset(self, asset_id: str) -> models.Asset:
+        body = self._json("GET", "/assets/{id}", ids=(asset_id,))
+        return _parsed(models.parse_asset, body, "GET /assets/{id}")
+
+    def list_assets(
+        self,
+        *,
+        workspace_id: str | None = None,
+        project_id: str | None = None,
+        query: str | None = None,
+    ) -> Iterator[models.Asset]:
+        params = {"workspace_id": workspace_id, "project_id": project_id, "query": query}
+        for item in self._paginate("/assets", "assets", params):
+            yield models.parse_asset(item)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _paginate(
+        self,
+        route: str,
+        items_key: str,
+        params: Mapping[str, str | None],
+        *,
+        ids: tuple[str, ...] = (),
+    ) -> Iterator[Mapping[str, Any]]:
+        query: dict[str, str] = {k: v for k, v in params.items() if v is not None}
+        query["limit"] = str(PAGE_SIZE)
+        seen: set[str] = set()
+        while True:
+            body = self._json("GET", route, ids=ids, params=query)
+            yield from _items(body, items_key)
+            cursor = (body.get("meta") or {}).get("next_cursor")
+            if not cursor or cursor in seen:  # null, "" or a repeating cursor ends the listing
+                return
+            seen.add(cursor)
+            query["cursor"] = cursor
+
+    def _json(
+        self,
+        method: str,
+        route: str,
+        *,
+        ids: tuple[str, ...] = (),
+        params: Mapping[str, str] | None = None,
+        json: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        idempotent: bool | None = None,
+    ) -> Mapping[str, Any]:
+        path = _fill(route, ids)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        safe = idempotent if idempotent is not None else method == "GET" or bool(idempotency_key)
+
+        def send() -> Mapping[str, Any]:
+            return self._send(method, route, path, params=params, json=json, headers=headers)
+
+        return self._retrier.call(send, idempotent=safe)
+
+    def _send(
+        self,
+        method: str,
+        route: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        json: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+    ) -> Mapping[str, Any]:
+        started = time.monotonic()
+        status: int | None = None
+        try:
+            response = self._session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                json=json,
+                headers=headers,
+                timeout=(self._timeouts.connect, self._timeouts.read),
+                allow_redirects=False,
+            )
+            status = response.status_code
+            return _decode(response, method, route, self._secret)
+        except requests.RequestException as exc:
+            raise _network_error(exc, method, route, self._secret) from None
+        finally:
+            if self._on_response is not None:
+                self._on_response(method, route, status, time.monotonic() - started)
+
+
+class UploadTarget:
+    """Pushes a file to signed upload instructions; has its own session and never sees the key."""
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts = Timeouts(),
+        stop: threading.Event | None = None,
+        chunk_bytes: int = UPLOAD_CHUNK_BYTES,
+    ) -> None:
+        self._timeouts = timeouts
+        self._stop = stop or threading.Event()
+        self._chunk_bytes = max(chunk_bytes, UPLOAD_CHUNK_BYTES)
+        self._session = _new_session(_NoAuth())
+
+    def close(self) -> None:
+        self._session.close()
+
+    def upload(
+        self,
+        instructions: models.UploadInstructions,
+        path: Path,
+        *,
+        file_name: str,
+        content_type: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> Mapping[str, Any]:
+        """Send every signed field unchanged, then the file, streamed from disk in 1 MiB reads.
+
+        Raises:
+            errors.InsecureTransportError: the URL is plain http to a non-loopback host.
+            errors.UploadRejectedError: any 4xx — the instructions are spent; ask for fresh ones.
+            errors.UploadUncertainError: 5xx or a dropped connection; the bytes may have landed.
+            errors.StoppedError: the stop event was set mid-upload.
+            errors.LocalFileError: the file cannot be opened.
+        """
+        _require_secure(instructions.url, "upload.url")
+        try:
+            stream = path.open("rb")
+        except OSError as exc:
+            raise errors.LocalFileError(
+                str(path), f"cannot open: {exc}", code="unreadable"
+            ) from exc
+        with stream:
+            return self._post(instructions, stream, file_name, content_type, progress)
+
+    def _post(
+        self,
+        instructions: models.UploadInstructions,
+        stream: IO[bytes],
+        file_name: str,
+        content_type: str,
+        progress: Callable[[int], None] | None,
+    ) -> Mapping[str, Any]:
+        parts: list[tuple[str, Any]] = list(instructions.fields.items())
+        parts.append((instructions.file_field, (file_name, stream, content_type)))  # file last
+        encoder = MultipartEncoder(fields=parts, boundary=uuid.uuid4().hex)
+        body = _ChunkedReader(encoder, self._chunk_bytes, self._stop, progress)
+        try:
+            response = self._session.request(
+                instructions.method,
+                instructions.url,
+                data=body,
+                headers={"Content-Type": encoder.content_type},
+                timeout=(self._timeouts.connect, self._timeouts.upload_read),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            if self._stop.is_set():
+                raise errors.StoppedError("stopped during an upload") from None
+            raise errors.UploadUncertainError(
+                f"upload interrupted: {_exception_text(exc)}", method="POST", endpoint="upload"
+            ) from None
+        return _upload_result(response)
+
+
+class _ChunkedReader:
+    """File-like view of the multipart body: reads ≥ 1 MiB at a time, stops when asked."""
+
+    def __init__(
+        self,
+        encoder: MultipartEncoder,
+        chunk_bytes: int,
+        stop: threading.Event,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self._encoder = encoder
+        self._chunk_bytes = chunk_bytes
+        self._stop = stop
+        self._progress = progress
+        self.len = encoder.len  # requests reads the body length from here (Content-Length)
+
+    def read(self, size: int = -1) -> bytes:
+        if self._stop.is_set():
+            raise errors.StoppedError("stopped during an upload")
+        chunk: bytes = self._encoder.read(max(size, self._chunk_bytes))
+        if self._progress is not None and chunk:
+            self._progress(len(chunk))
+        return chunk
+
+
+def _new_session(auth: requests.auth.AuthBase) -> requests.Session:
+    session = requests.Session()
+    session.auth = auth
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def _fill(route: str, ids: tuple[str, ...]) -> str:
+    path = route
+    for value in ids:
+        path = path.replace("{id}", quote(value, safe=""), 1)
+    return path
+
+
+def _items(body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    items = body.get(key)
+    return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
+
+
+def _parsed(parse: Callable[[Mapping[str, Any]], T], body: Mapping[str, Any], what: str) -> T:
+    try:
+        return parse(body)
+    except ValueError as exc:
+        raise errors.ApiError(
+            f"unexpected response: {exc}", code="bad_response", endpoint=what
+        ) from None
+
+
+def _decode(
+    response: requests.Response, method: str, route: str, secret: Secret
+) -> Mapping[str, Any]:
+    if response.status_code >= 400:
+        raise _api_error(response, method, route, secret)
+    if response.status_code >= 300:
+        raise errors.ApiError(
+            f"unexpected redirect to {response.headers.get('Location', '?')}",
+            status=response.status_code,
+            method=method,
+            endpoint=route,
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        raise errors.NetworkError(
+            "the response body is not valid JSON (truncated?)",
+            status=response.status_code,
+            request_id=response.headers.get("request-id"),
+            method=method,
+            endpoint=route,
+        ) from None
+    if not isinstance(body, Mapping):
+        raise errors.ApiError("the response is not a JSON object", method=method, endpoint=route)
+    return body
+
+
+def _api_error(
+    response: requests.Response, method: str, route: str, secret: Secret
+) -> errors.ApiError:
+    code, message = _envelope(response)
+    status = response.status_code
+    cls = _error_class(status, code)
+    return cls(
+        _scrub(message, secret),
+        status=status,
+        code=code,
+        request_id=response.headers.get("request-id"),
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        method=method,
+        endpoint=route,
+    )
+
+
+def _error_class(status: int, code: str | None) -> type[errors.ApiError]:
+    if status == 409:
+        if code == "idempotency_duplicate":
+            return errors.IdempotencyDuplicateError
+        return errors.ConflictError
+    if status >= 500:
+        return errors.ServerError
+    return _ERROR_BY_STATUS.get(status, errors.RejectedError)
+
+
+def _envelope(response: requests.Response) -> tuple[str | None, str]:
+    """(code, message) from the error envelope; a clear message when the body is not one."""
+    try:
+        error = response.json().get("error")
+        code, message = error.get("code"), error.get("message")
+        if isinstance(code, str) and isinstance(message, str):
+            return code, message
+    except (ValueError, AttributeError):
+        pass
+    text = response.text.strip().replace("\n", " ")[:200]
+    kind = response.headers.get("Content-Type", "no content type")
+    detail = f": {text}" if text else " (empty body)"
+    return None, f"{response.reason or 'error'} ({kind}){detail}"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _network_error(
+    exc: requests.RequestException, method: str, route: str, secret: Secret
+) -> errors.NetworkError:
+    return errors.NetworkError(_scrub(_exception_text(exc), secret), method=method, endpoint=route)
+
+
+def _exception_text(exc: BaseException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed or was dropped"
+    return type(exc).__name__
+
+
+def _scrub(text: str, secret: Secret) -> str:
+    """Never let the key reach a message, even if a server echoes it back."""
+    key = secret.reveal()
+    return text.replace(key, "***") if key else text
+
+
+def _upload_result(response: requests.Response) -> Mapping[str, Any]:
+    status = response.status_code
+    if 200 <= status < 300:
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, Mapping) else {}
+    try:
+        message = str(response.json().get("message") or response.reason)
+    except (ValueError, AttributeError):
+        message = response.reason or f"HTTP {status}"
+    # any 4xx means the signed fields are spent (CONTRACT §10.3); a 429 or 5xx leaves it unknown
+    rejected = 400 <= status < 500 and status != 429
+    cls = errors.UploadRejectedError if rejected else errors.UploadUncertainError
+    raise cls(message, status=status, method="POST", endpoint="upload")
+
+
+def _require_secure(url: str, key: str) -> None:
+    problem = urls.transport_problem(url)
+    if problem:
+        raise errors.InsecureTransportError(key, problem)

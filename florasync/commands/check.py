@@ -1,0 +1,141 @@
+"""``florasync check``: validate config, key, workspace, every mapped project and folder.
+
+Owns the check list and its one-line-per-check report. Changes nothing anywhere: no journal
+is created, no mutating request is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from florasync import api, config, errors, runtime
+from florasync.errors import ExitCode
+
+
+def _marks() -> tuple[str, str]:
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        "✓✗".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return ("ok  ", "FAIL")
+    return ("✓", "✗")
+
+
+@dataclass
+class Report:
+    """The lines printed so far and the worst exit code seen."""
+
+    code: ExitCode = ExitCode.OK
+    marks: tuple[str, str] = field(default_factory=_marks)
+
+    def ok(self, what: str, detail: str) -> None:
+        print(f"{self.marks[0]} {what}: {detail}")
+
+    def fail(self, what: str, detail: str, code: ExitCode) -> None:
+        print(f"{self.marks[1]} {what}: {detail}")
+        self.code = max(self.code, code)
+
+
+def run_from_args(args: argparse.Namespace) -> ExitCode:
+    return check(config_path=args.config)
+
+
+def check(*, config_path: str | None) -> ExitCode:
+    """Run every check, print one line each, and return the most severe exit code."""
+    report = Report()
+    try:
+        rt = runtime.load(config_path)
+    except errors.ConfigError as exc:
+        report.fail("config", str(exc), exc.exit_code)
+        return report.code
+    report.ok("config", f"{rt.path} ({len(rt.cfg.folders)} folder(s))")
+    _check_folders(rt.cfg, report)
+    _check_state_dir(rt.cfg.state_dir, report)
+    try:
+        client = rt.client()
+    except errors.ConfigError as exc:
+        report.fail("api key", str(exc), exc.exit_code)
+        return report.code
+    with client:
+        if _check_workspace(client, rt.cfg, report):
+            _check_projects(client, rt.cfg, report)
+    return report.code
+
+
+def _check_folders(cfg: config.Config, report: Report) -> None:
+    for index, folder in enumerate(cfg.folders):
+        try:
+            config.check_folder(cfg, index)
+        except errors.ConfigError as exc:
+            report.fail("folder", str(exc), exc.exit_code)
+        else:
+            report.ok("folder", f"folders[{index}] {folder.path} is readable")
+
+
+def _check_state_dir(state_dir: Path, report: Report) -> None:
+    existing = next((p for p in (state_dir, *state_dir.parents) if p.exists()), None)
+    if existing is not None and os.access(existing, os.W_OK | os.X_OK):
+        created = "" if existing == state_dir else " (will be created)"
+        report.ok("state dir", f"{state_dir}{created}")
+    else:
+        report.fail("state dir", f"state_dir: {state_dir} is not writable", ExitCode.USAGE)
+
+
+def _check_workspace(client: api.FloraClient, cfg: config.Config, report: Report) -> bool:
+    try:
+        workspaces = client.list_workspaces()
+    except errors.CredentialsError as exc:
+        key_source = cfg.api.api_key_file or f"${cfg.api.api_key_env}"
+        report.fail(
+            "api key",
+            f"refused by {client.base_url} ({exc}); check {key_source}",
+            ExitCode.CREDENTIALS,
+        )
+        return False
+    except errors.ApiError as exc:
+        report.fail("api", f"cannot use {client.base_url}: {exc}", ExitCode.FAILED)
+        return False
+    report.ok("api key", f"accepted by {client.base_url}")
+    match = [w for w in workspaces if w.workspace_id == cfg.workspace_id]
+    if not match:
+        known = ", ".join(w.workspace_id for w in workspaces) or "none"
+        report.fail(
+            "workspace",
+            f"workspace_id: {cfg.workspace_id} is not accessible with this "
+            f"key (accessible: {known})",
+            ExitCode.CREDENTIALS,
+        )
+        return False
+    report.ok("workspace", f"{cfg.workspace_id} {match[0].name!r}")
+    return True
+
+
+def _check_projects(client: api.FloraClient, cfg: config.Config, report: Report) -> None:
+    for index, folder in enumerate(cfg.folders):
+        key = f"folders[{index}].project_id"
+        try:
+            project = client.get_project(folder.project_id)
+        except (errors.NotFoundError, errors.ForbiddenError) as exc:
+            why = "not found" if isinstance(exc, errors.NotFoundError) else "forbidden"
+            report.fail(
+                "project",
+                f"{key}: {folder.project_id} is {why} for this key ({exc.code})",
+                ExitCode.USAGE,
+            )
+            continue
+        except errors.CredentialsError as exc:
+            report.fail("project", f"{key}: key refused ({exc})", ExitCode.CREDENTIALS)
+            return
+        if project.workspace_id not in (None, cfg.workspace_id):
+            other = project.workspace_id
+            report.fail(
+                "project",
+                f"{key}: {folder.project_id} belongs to workspace {other}, not {cfg.workspace_id}",
+                ExitCode.USAGE,
+            )
+            continue
+        report.ok("project", f"{folder.project_id} {project.name!r} <- {folder.path}")

@@ -1,0 +1,123 @@
+"""``florasync run --scan --dry-run``: what a sync would do, and why, without doing it.
+
+Owns the dry-run report: every wanted file is classified as upload (new content), attach (the
+content is already an asset: reuse it), resume (an earlier run stopped half-way), duplicate
+(same bytes as another file of this run), unchanged, or skipped with the reason. No request is
+sent and the journal is only read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from florasync import config, errors, identity, journal, runtime, scanner
+from florasync.catalog import Catalog
+from florasync.config import FolderConfig
+from florasync.errors import ExitCode
+from florasync.lifecycle import AssetState, LinkState
+from florasync.progress import human_bytes
+from florasync.rules import FolderRules
+
+
+@dataclass
+class _Plan:
+    ws: str
+    journal: journal.Journal | None
+    counts: dict[str, int] = field(default_factory=dict)
+    seen: dict[tuple[str, str], str] = field(default_factory=dict)  # (digest, project) -> path
+
+    def say(self, action: str, path: str, why: str) -> None:
+        self.counts[action] = self.counts.get(action, 0) + 1
+        print(f"{action:<9} {path}  ({why})")
+
+
+def dry_run(*, config_path: str | None) -> ExitCode:
+    """Print the plan for every folder; exit 0 (2 for a bad config)."""
+    rt = runtime.load(config_path)
+    config.check_folders(rt.cfg)
+    j = journal.Journal.open(rt.cfg.state_dir) if journal.exists(rt.cfg.state_dir) else None
+    plan = _Plan(rt.cfg.workspace_id, j)
+    try:
+        for folder in rt.cfg.folders:
+            _plan_folder(folder, plan)
+    finally:
+        if j is not None:
+            j.close()
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(plan.counts.items()))
+    print(f"dry run: {summary or 'no files'}; nothing was sent and nothing was changed")
+    return ExitCode.OK
+
+
+def _plan_folder(folder: FolderConfig, plan: _Plan) -> None:
+    rules = FolderRules(tuple(folder.include), tuple(folder.exclude))
+    j = plan.journal
+    catalog = Catalog(j, plan.ws, full_scan=False) if j is not None else None
+
+    def on_problem(problem: scanner.ScanProblem) -> None:
+        plan.say("skip", problem.path, f"{problem.message} ({problem.code})")
+
+    for path, reason in _skipped(folder, rules):
+        plan.say("skip", path, reason)
+    for cand in scanner.scan(
+        folder.path, rules=rules, recursive=folder.recursive, on_problem=on_problem
+    ):
+        path = str(cand.path)
+        verdict = catalog.classify(path, cand.stat, folder.project_id) if catalog else None
+        if verdict is not None and verdict.unchanged:
+            plan.say("unchanged", path, f"already attached to {folder.project_id}")
+            continue
+        digest = verdict.digest if verdict else None
+        _plan_file(path, folder, digest, cand.stat.size, plan)
+
+
+def _plan_file(path: str, folder: FolderConfig, digest: str | None, size: int, plan: _Plan) -> None:
+    if identity.content_type_for(path) is None:
+        plan.say("skip", path, "FLORA does not accept this file type")
+        return
+    if digest is None:
+        try:
+            digest = identity.hash_file(Path(path))[0].digest
+        except errors.LocalFileError as exc:
+            plan.say("skip", path, f"{exc.message} ({exc.code})")
+            return
+    twin = plan.seen.setdefault((digest, folder.project_id), path)
+    if twin != path:
+        plan.say("duplicate", path, f"same bytes as {twin}: synced once")
+        return
+    j, ws = plan.journal, plan.ws
+    asset = j.asset(ws, digest) if j else None
+    link = j.link(ws, digest, folder.project_id) if j else None
+    if link is not None and link.state == LinkState.ATTACHED:
+        plan.say("unchanged", path, f"same bytes already attached to {folder.project_id}")
+    elif asset is not None and asset.state == AssetState.READY:
+        plan.say("attach", path, f"reuse {asset.asset_id}, attach to {folder.project_id}")
+    elif asset is not None and asset.state == AssetState.FAILED:
+        why = asset.error.message if asset.error else "failed"
+        plan.say("failed", path, f"failed before: {why}; `florasync retry` to try again")
+    elif asset is not None and asset.state != AssetState.NEW:
+        plan.say("resume", path, f"interrupted at {asset.state}; continue with {asset.asset_id}")
+    else:
+        plan.say(
+            "upload", path, f"new content, {human_bytes(size)}, then attach to {folder.project_id}"
+        )
+
+
+def _skipped(folder: FolderConfig, rules: FolderRules) -> list[tuple[str, str]]:
+    """Files the scan leaves out, with the rule that leaves them out."""
+    out = []
+    stack = [(str(folder.path), "")]
+    while stack:
+        directory, rel = stack.pop()
+        try:
+            entries = list(Path(directory).iterdir())
+        except OSError:
+            continue  # the scan reports unreadable directories itself
+        for entry in entries:
+            relpath = f"{rel}{entry.name}"
+            if entry.is_dir() and not entry.is_symlink():
+                if folder.recursive and not rules.is_ignored_dir(entry.name):
+                    stack.append((str(entry), relpath + "/"))
+            elif (why := rules.describe_skip(relpath)) is not None:
+                out.append((str(entry), why))
+    return sorted(out)

@@ -1,0 +1,42 @@
+"""``florasync retry``: put permanently failed files back in the queue.
+
+Owns the choice of files (all failed ones, or the paths given). A running daemon picks them up
+from the journal within seconds; otherwise the next ``run`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from florasync import journal, runtime
+from florasync.errors import ExitCode
+
+
+def run_from_args(args: argparse.Namespace) -> ExitCode:
+    return retry(config_path=args.config, paths=args.paths)
+
+
+def retry(*, config_path: str | None, paths: list[str]) -> ExitCode:
+    rt = runtime.load(config_path)
+    if not journal.exists(rt.cfg.state_dir):
+        print("nothing to retry: no journal yet")
+        return ExitCode.OK
+    wanted = [str(Path(p).expanduser().absolute()) for p in paths] or None
+    j = journal.Journal.open(rt.cfg.state_dir)
+    try:
+        reset = j.reset_failed(rt.cfg.workspace_id, wanted)
+    finally:
+        j.close()
+    for path in reset:
+        print(f"queued again: {path}")
+    missing = sorted(set(wanted or []) - set(reset))
+    for path in missing:
+        print(f"not failed (nothing to retry): {path}")
+    where = (
+        "a running daemon picks them up"
+        if journal.running_pid(rt.cfg.state_dir)
+        else ("run `florasync run --scan` (or start the daemon) to sync them")
+    )
+    print(f"{len(reset)} file(s) put back in the queue; {where}")
+    return ExitCode.OK

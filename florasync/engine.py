@@ -1,0 +1,100 @@
+"""One sync run assembled: journal and run lock, API client, upload target, transfer, pipeline.
+
+Owns the order in which these are built and torn down, shared by ``run --scan`` and the daemon.
+The API client is built only when the first job needs the network, so a no-op rescan never
+imports requests.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from florasync import sweep
+from florasync.journal import Journal, RunLock
+from florasync.pipeline import Pipeline, Progress
+from florasync.runtime import Runtime
+from florasync.transfer import Transfer
+
+if TYPE_CHECKING:
+    from florasync import api
+
+
+class Engine:
+    """Everything a run needs, opened in order and closed in reverse.
+
+    Raises on construction: ``ConfigError`` (no key), ``JournalError``, ``AlreadyRunningError``.
+    """
+
+    def __init__(
+        self, rt: Runtime, *, retry_deferred: bool, progress: Progress | None = None
+    ) -> None:
+        self.rt = rt
+        self.stop: threading.Event = rt.stop
+        rt.api_key()  # a missing key is a config error before anything else happens
+        self.journal = Journal.open(rt.cfg.state_dir)
+        self._lock: RunLock | None = None
+        try:
+            self._lock = self.journal.lock_run()
+        except BaseException:
+            self.journal.close()
+            raise
+        self._closed = False
+        self._client: api.FloraClient | None = None
+        self._target: api.UploadTarget | None = None
+        self.pipeline = Pipeline(
+            workspace_id=rt.cfg.workspace_id,
+            journal=self.journal,
+            transfer_factory=self._make_transfer,
+            stop=self.stop,
+            workers=rt.cfg.workers,
+            settle_seconds=rt.cfg.settle_seconds,
+            max_file_bytes=rt.cfg.max_file_bytes,
+            retry_deferred=retry_deferred,
+            progress=progress,
+        )
+
+    def sweep_all(self) -> None:
+        """Scan every folder once, queueing what is not yet attached."""
+        for folder in self.rt.cfg.folders:
+            if self.pipeline.is_closing:
+                return
+            sweep.sweep_folder(folder, journal=self.journal, pipeline=self.pipeline, stop=self.stop)
+
+    def close(self, grace_seconds: float = 10.0) -> None:
+        """Idempotent: stop the pipeline, close connections, release the lock, close the journal."""
+        if self._closed:
+            return
+        self._closed = True
+        self.pipeline.close(grace_seconds)
+        for closable in (self._client, self._target):
+            if closable is not None:
+                closable.close()
+        if self._lock is not None:
+            self._lock.release()
+        self.journal.close()
+
+    def __enter__(self) -> Engine:
+        self.pipeline.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _make_transfer(self) -> Transfer:
+        from florasync import api
+
+        self._client = self.rt.client()
+        self._target = api.UploadTarget(timeouts=self.rt.timeouts(), stop=self.stop)
+        return Transfer(
+            workspace_id=self.rt.cfg.workspace_id,
+            client=self._client,
+            target=self._target,
+            journal=self.journal,
+            stop=self.stop,
+            processing_timeout=self.rt.cfg.complete_timeout_seconds,
+            on_bytes=self.pipeline.progress.sent,
+        )

@@ -1,0 +1,643 @@
+"""The local journal: assets, attachments and the stat cache, each step written before it is taken.
+
+Owns the SQLite schema, its forward migrations, every SQL statement and the run lock. The
+interface speaks in ``lifecycle`` records and plain dataclasses, never in SQLite types, so a
+PostgreSQL journal shared by several hosts can implement the same methods. Knows nothing of HTTP
+or watchdog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from florasync import errors, lifecycle
+from florasync.identity import FileStat
+from florasync.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
+from florasync.models import UploadInstructions
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "journal.sqlite3"
+LOCK_NAME = "run.lock"
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE assets (
+        workspace_id TEXT NOT NULL, digest TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+        file_name TEXT NOT NULL, content_type TEXT NOT NULL, state TEXT NOT NULL,
+        asset_id TEXT UNIQUE, generation INTEGER NOT NULL, reserve_key TEXT,
+        reserved_at REAL, upload_json TEXT, upload_expires_at REAL, renewals INTEGER NOT NULL,
+        ready_deadline REAL, attempts INTEGER NOT NULL, error_code TEXT, error_message TEXT,
+        error_at REAL, updated_at REAL NOT NULL,
+        PRIMARY KEY (workspace_id, digest));
+    CREATE TABLE links (
+        workspace_id TEXT NOT NULL, digest TEXT NOT NULL, project_id TEXT NOT NULL,
+        state TEXT NOT NULL, generation INTEGER NOT NULL, attach_key TEXT, node_id TEXT,
+        attempts INTEGER NOT NULL, error_code TEXT, error_message TEXT, error_at REAL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (workspace_id, digest, project_id));
+    CREATE TABLE files (
+        path TEXT PRIMARY KEY, folder TEXT NOT NULL, project_id TEXT NOT NULL,
+        dir TEXT NOT NULL, name TEXT NOT NULL, dev INTEGER, ino INTEGER, size_bytes INTEGER,
+        mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT, problem_code TEXT,
+        problem_message TEXT, problem_at REAL, updated_at REAL NOT NULL);
+    CREATE INDEX files_by_dir ON files (dir);
+    CREATE INDEX files_by_inode ON files (dev, ino);
+    CREATE INDEX files_by_digest ON files (digest);
+    CREATE TABLE retry_requests (path TEXT PRIMARY KEY, requested_at REAL NOT NULL);
+    """,
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, folder TEXT,
+        kind TEXT NOT NULL, message TEXT NOT NULL);
+    """,
+)
+MAX_EVENTS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One path of a mapped folder, with the stat it had when it was hashed."""
+
+    path: str
+    folder: str
+    project_id: str
+    stat: FileStat | None
+    digest: str | None
+    problem: Failure | None = None
+
+    @property
+    def directory(self) -> str:
+        return self.path.rpartition("/")[0] or "/"
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition("/")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    """What the journal knows of a path: its stat cache entry and its attachment state."""
+
+    path: str
+    project_id: str
+    stat: FileStat | None
+    digest: str | None
+    has_problem: bool
+    link_state: str | None
+
+
+class RunLock:
+    """An exclusive lock on the state dir held for the life of a ``run``.
+
+    Raises:
+        errors.AlreadyRunningError: another process holds it (its pid is in the message).
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_NAME
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(self._fd)
+            os.close(self._fd)
+            raise errors.AlreadyRunningError(pid, str(self.path)) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = -1
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Journal:
+    """The SQLite journal in ``state_dir``; one connection per thread, WAL mode.
+
+    Intents (``begin``) commit with ``synchronous=FULL`` so the idempotency key is on disk before
+    the request leaves; results (``record``) and the stat cache commit with ``NORMAL``: a power
+    loss may drop a result, and the deterministic keys recover it (CONTRACT.md §5).
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / DB_NAME
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        _create_private(state_dir, self.path)
+        self._migrate()
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Journal:
+        """Open (creating if needed, mode 0600) the journal of ``state_dir``."""
+        try:
+            return cls(state_dir)
+        except sqlite3.DatabaseError as exc:
+            raise errors.JournalError(
+                f"cannot open the journal {state_dir / DB_NAME}: {exc}"
+            ) from None
+        except OSError as exc:
+            raise errors.JournalError(f"cannot create the state dir {state_dir}: {exc}") from None
+
+    def lock_run(self) -> RunLock:
+        return RunLock(self.state_dir)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- stat cache ---------------------------------------------------------------------------
+
+    def dir_entries(self, workspace_id: str, directory: str) -> dict[str, CachedFile]:
+        """Every known file of one directory, by name, with its attachment state (one query)."""
+        rows = self._conn().execute(
+            "SELECT f.name, f.path, f.project_id, f.dev, f.ino, f.size_bytes, f.mtime_ns,"
+            " f.ctime_ns, f.digest, f.problem_code, l.state FROM files f LEFT JOIN links l"
+            " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
+            " WHERE f.dir = ?",
+            (workspace_id, directory),
+        )
+        return {row[0]: _cached(row[1:]) for row in rows}
+
+    def cached_file(self, workspace_id: str, path: str) -> CachedFile | None:
+        """What is known of one path (the watcher's single-file lookup)."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT f.path, f.project_id, f.dev, f.ino, f.size_bytes, f.mtime_ns, f.ctime_ns,"
+                " f.digest, f.problem_code, l.state FROM files f LEFT JOIN links l"
+                " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
+                " WHERE f.path = ?",
+                (workspace_id, path),
+            )
+            .fetchone()
+        )
+        return _cached(row) if row else None
+
+    def by_inode(self, workspace_id: str, stat: FileStat) -> CachedFile | None:
+        """A known path with the same (dev, ino): how a rename is recognised without a read."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT f.path, f.project_id, f.dev, f.ino, f.size_bytes, f.mtime_ns, f.ctime_ns,"
+                " f.digest, f.problem_code, l.state FROM files f LEFT JOIN links l"
+                " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
+                " WHERE f.dev = ? AND f.ino = ? AND f.digest IS NOT NULL LIMIT 1",
+                (workspace_id, stat.dev, stat.ino),
+            )
+            .fetchone()
+        )
+        return _cached(row) if row else None
+
+    def record_file(self, entry: FileEntry) -> None:
+        """Store (or replace) what is known of one path."""
+        st, problem = entry.stat, entry.problem
+        stat_cols = (st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns) if st else (None,) * 5
+        problem_cols = (problem.code, problem.message, problem.at) if problem else (None,) * 3
+        with self._write(durable=False) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO files (path, folder, project_id, dir, name, dev, ino,"
+                " size_bytes, mtime_ns, ctime_ns, digest, problem_code, problem_message,"
+                " problem_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    entry.path,
+                    entry.folder,
+                    entry.project_id,
+                    entry.directory,
+                    entry.name,
+                    *stat_cols,
+                    entry.digest,
+                    *problem_cols,
+                    time.time(),
+                ),
+            )
+
+    def forget_files(self, paths: Iterable[str]) -> int:
+        """Drop paths that no longer exist (or no longer match the rules)."""
+        with self._write(durable=False) as conn:
+            cur = conn.executemany("DELETE FROM files WHERE path = ?", ((p,) for p in paths))
+            return cur.rowcount
+
+    def forget_dirs_except(self, folder: str, directories: set[str]) -> int:
+        """After a full scan of ``folder``: drop files of directories that were not seen."""
+        rows = self._conn().execute("SELECT DISTINCT dir FROM files WHERE folder = ?", (folder,))
+        gone = {r[0] for r in rows} - directories
+        with self._write(durable=False) as conn:
+            conn.executemany(
+                "DELETE FROM files WHERE dir = ?"
+                " AND NOT (dev IS NULL AND problem_code IS NOT NULL)",
+                ((d,) for d in gone),
+            )
+        return len(gone)
+
+    def clear_scan_problems(self, folder: str) -> None:
+        """Before a full scan of ``folder``: drop its scan problems (found again if still there)."""
+        with self._write(durable=False) as conn:
+            conn.execute(
+                "DELETE FROM files WHERE folder = ? AND dev IS NULL AND problem_code IS NOT NULL",
+                (folder,),
+            )
+
+    def paths_with_digest(self, digest: str) -> list[str]:
+        rows = self._conn().execute("SELECT path FROM files WHERE digest = ?", (digest,))
+        return [r[0] for r in rows]
+
+    # -- assets and links ---------------------------------------------------------------------
+
+    def asset(self, workspace_id: str, digest: str) -> AssetRecord | None:
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {_ASSET_COLS} FROM assets WHERE workspace_id = ? AND digest = ?",
+                (workspace_id, digest),
+            )
+            .fetchone()
+        )
+        return _asset_from_row(row) if row else None
+
+    def link(self, workspace_id: str, digest: str, project_id: str) -> LinkRecord | None:
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {_LINK_COLS} FROM links WHERE workspace_id = ? AND digest = ?"
+                " AND project_id = ?",
+                (workspace_id, digest, project_id),
+            )
+            .fetchone()
+        )
+        return _link_from_row(row) if row else None
+
+    def ensure(self, asset: AssetRecord, link: LinkRecord) -> tuple[AssetRecord, LinkRecord]:
+        """Insert the asset and link rows if absent; return what is stored."""
+        with self._write(durable=False) as conn:
+            conn.execute(_INSERT_ASSET, (*_asset_row(asset), time.time()))
+            conn.execute(_INSERT_LINK, (*_link_row(link), time.time()))
+        stored_asset = self.asset(asset.workspace_id, asset.digest)
+        stored_link = self.link(link.workspace_id, link.digest, link.project_id)
+        if stored_asset is None or stored_link is None:
+            raise errors.JournalError("the journal lost a row it just wrote")
+        return stored_asset, stored_link
+
+    def begin(self, rec: AssetRecord | LinkRecord) -> None:
+        """Store a record whose next request depends on it (an idempotency key): durably."""
+        self._save(rec, durable=True)
+
+    def record(self, rec: AssetRecord | LinkRecord) -> None:
+        """Store the outcome of a request."""
+        self._save(rec, durable=False)
+
+    def claim_asset_id(self, rec: AssetRecord, asset_id: str) -> bool:
+        """Whether ``asset_id`` is not already held by another content (lookup after a 409)."""
+        row = (
+            self._conn()
+            .execute("SELECT digest FROM assets WHERE asset_id = ?", (asset_id,))
+            .fetchone()
+        )
+        return row is None or row[0] == rec.digest
+
+    def _save(self, rec: AssetRecord | LinkRecord, *, durable: bool) -> None:
+        with self._write(durable=durable) as conn:
+            if isinstance(rec, AssetRecord):
+                conn.execute(_UPSERT_ASSET, (*_asset_row(rec), time.time()))
+            else:
+                conn.execute(_UPSERT_LINK, (*_link_row(rec), time.time()))
+
+    # -- status and retry ---------------------------------------------------------------------
+
+    def file_counts(self, workspace_id: str) -> list[tuple[str, str, str, int]]:
+        """(folder, project_id, state, count) with state one of synced, pending, failed."""
+        rows = self._conn().execute(
+            "SELECT f.folder, f.project_id, CASE"
+            " WHEN f.problem_code IS NOT NULL THEN 'failed'"
+            " WHEN l.state = 'attached' THEN 'synced'"
+            " WHEN l.state = 'failed' OR a.state = 'failed' THEN 'failed'"
+            " ELSE 'pending' END AS st, count(*) FROM files f"
+            " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
+            " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
+            " AND l.project_id = f.project_id GROUP BY 1, 2, 3 ORDER BY 1, 3",
+            (workspace_id, workspace_id),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def step_counts(self, workspace_id: str) -> dict[str, dict[str, int]]:
+        """How many assets and links are in each lifecycle state."""
+        conn = self._conn()
+        assets = conn.execute(
+            "SELECT state, count(*) FROM assets WHERE workspace_id = ? GROUP BY state",
+            (workspace_id,),
+        )
+        links = conn.execute(
+            "SELECT state, count(*) FROM links WHERE workspace_id = ? GROUP BY state",
+            (workspace_id,),
+        )
+        return {"assets": dict(assets.fetchall()), "links": dict(links.fetchall())}
+
+    def failures(self, workspace_id: str, limit: int) -> list[dict[str, Any]]:
+        """The most recent failures (permanent, and transient ones still being retried)."""
+        rows = self._conn().execute(
+            "SELECT path, project_id, code, message, at, permanent FROM ("
+            " SELECT f.path, f.project_id, f.problem_code AS code, f.problem_message AS message,"
+            "  f.problem_at AS at, 1 AS permanent FROM files f WHERE f.problem_code IS NOT NULL"
+            " UNION ALL"
+            " SELECT f.path, f.project_id, a.error_code, a.error_message, a.error_at,"
+            "  a.state = 'failed' FROM files f JOIN assets a ON a.workspace_id = ?"
+            "  AND a.digest = f.digest WHERE a.error_code IS NOT NULL AND a.state != 'ready'"
+            " UNION ALL"
+            " SELECT f.path, f.project_id, l.error_code, l.error_message, l.error_at,"
+            "  l.state = 'failed' FROM files f JOIN links l ON l.workspace_id = ?"
+            "  AND l.digest = f.digest AND l.project_id = f.project_id"
+            "  WHERE l.error_code IS NOT NULL AND l.state != 'attached'"
+            ") ORDER BY at DESC LIMIT ?",
+            (workspace_id, workspace_id, limit),
+        )
+        keys = ("path", "project_id", "code", "message", "at", "permanent")
+        return [dict(zip(keys, r, strict=True)) | {"permanent": bool(r[5])} for r in rows]
+
+    def reset_failed(self, workspace_id: str, paths: list[str] | None) -> list[str]:
+        """Put failed files (all, or the given paths) back in the queue; return their paths."""
+        chosen = self._failed_paths(workspace_id, paths)
+        for path, digest, project_id in chosen:
+            self._reset_one(workspace_id, path, digest, project_id)
+        now = time.time()
+        with self._write(durable=False) as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO retry_requests VALUES (?, ?)",
+                ((p, now) for p, _, _ in chosen),
+            )
+        return [p for p, _, _ in chosen]
+
+    def note_event(self, folder: str | None, kind: str, message: str) -> None:
+        """Something ``status`` should show (lost events, a folder gone, a watch limit...)."""
+        with self._write(durable=False) as conn:
+            conn.execute(
+                "INSERT INTO events (at, folder, kind, message) VALUES (?, ?, ?, ?)",
+                (time.time(), folder, kind, message),
+            )
+            conn.execute(
+                "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (MAX_EVENTS,)
+            )
+
+    def recent_events(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT at, folder, kind, message FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [dict(zip(("at", "folder", "kind", "message"), r, strict=True)) for r in rows]
+
+    def take_retry_requests(self) -> list[str]:
+        """Paths put back by ``florasync retry`` since the last call (the daemon polls this)."""
+        with self._write(durable=False) as conn:
+            rows = conn.execute("SELECT path FROM retry_requests").fetchall()
+            conn.execute("DELETE FROM retry_requests")
+        return [r[0] for r in rows]
+
+    def _failed_paths(
+        self, workspace_id: str, paths: list[str] | None
+    ) -> list[tuple[str, str | None, str]]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT f.path, f.digest, f.project_id FROM files f"
+                " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
+                " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
+                " AND l.project_id = f.project_id WHERE f.problem_code IS NOT NULL"
+                " OR a.state = 'failed' OR l.state = 'failed'",
+                (workspace_id, workspace_id),
+            )
+            .fetchall()
+        )
+        wanted = None if paths is None else set(paths)
+        return [(r[0], r[1], r[2]) for r in rows if wanted is None or r[0] in wanted]
+
+    def _reset_one(self, workspace_id: str, path: str, digest: str | None, project_id: str) -> None:
+        with self._write(durable=True) as conn:
+            conn.execute(
+                "UPDATE files SET problem_code = NULL, problem_message = NULL,"
+                " problem_at = NULL, dev = NULL, ino = NULL WHERE path = ?",
+                (path,),
+            )
+        if digest is None:
+            return
+        asset = self.asset(workspace_id, digest)
+        if asset is not None and asset.state == AssetState.FAILED:
+            self.begin(lifecycle.reset_asset(asset))
+        link = self.link(workspace_id, digest, project_id)
+        if link is not None and link.state == LinkState.FAILED:
+            self.begin(lifecycle.reset_link(link))
+
+    # -- connections and schema ---------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=60.0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout = 60000")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._local.conn = conn
+            self._local.durable = True
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        if self._local.durable != durable:
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._local.durable = durable
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode = WAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(_MIGRATIONS):
+            raise errors.JournalError(
+                f"the journal {self.path} was written by a newer florasync (schema {version}); "
+                "upgrade florasync or point state_dir elsewhere"
+            )
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            with self._write(durable=True) as c:
+                for statement in filter(str.strip, script.split(";")):
+                    c.execute(statement)
+                c.execute(f"PRAGMA user_version = {number}")
+            log.debug("journal migrated to schema %d", number)
+
+
+# -- rows <-> records --------------------------------------------------------------------------
+
+_ASSET_COLS = (
+    "workspace_id, digest, size_bytes, file_name, content_type, state, asset_id, generation,"
+    " reserve_key, reserved_at, upload_json, upload_expires_at, renewals, ready_deadline,"
+    " attempts, error_code, error_message, error_at"
+)
+_ASSET_MARKS = ", ".join("?" * 18)
+_LINK_COLS = (
+    "workspace_id, digest, project_id, state, generation, attach_key, node_id, attempts,"
+    " error_code, error_message, error_at"
+)
+_LINK_MARKS = ", ".join("?" * 11)
+_UPSERT_ASSET = (
+    f"INSERT OR REPLACE INTO assets ({_ASSET_COLS}, updated_at) VALUES ({_ASSET_MARKS}, ?)"
+)
+_INSERT_ASSET = _UPSERT_ASSET.replace("OR REPLACE", "OR IGNORE")
+_UPSERT_LINK = f"INSERT OR REPLACE INTO links ({_LINK_COLS}, updated_at) VALUES ({_LINK_MARKS}, ?)"
+_INSERT_LINK = _UPSERT_LINK.replace("OR REPLACE", "OR IGNORE")
+
+
+def _asset_row(r: AssetRecord) -> tuple[Any, ...]:
+    upload = r.upload.to_json() if r.upload else None
+    expires = r.upload.expires_at if r.upload else None
+    return (
+        r.workspace_id,
+        r.digest,
+        r.size_bytes,
+        r.file_name,
+        r.content_type,
+        str(r.state),
+        r.asset_id,
+        r.generation,
+        r.reserve_key,
+        r.reserved_at,
+        upload,
+        expires,
+        r.renewals,
+        r.ready_deadline,
+        r.attempts,
+        *_failure_cols(r.error),
+    )
+
+
+def _asset_from_row(row: tuple[Any, ...]) -> AssetRecord:
+    upload = UploadInstructions.from_json(row[10]) if row[10] else None
+    return AssetRecord(
+        workspace_id=row[0],
+        digest=row[1],
+        size_bytes=row[2],
+        file_name=row[3],
+        content_type=row[4],
+        state=AssetState(row[5]),
+        asset_id=row[6],
+        generation=row[7],
+        reserve_key=row[8],
+        reserved_at=row[9],
+        upload=upload,
+        renewals=row[12],
+        ready_deadline=row[13],
+        attempts=row[14],
+        error=_failure(row[15:18]),
+    )
+
+
+def _link_row(r: LinkRecord) -> tuple[Any, ...]:
+    return (
+        r.workspace_id,
+        r.digest,
+        r.project_id,
+        str(r.state),
+        r.generation,
+        r.attach_key,
+        r.node_id,
+        r.attempts,
+        *_failure_cols(r.error),
+    )
+
+
+def _link_from_row(row: tuple[Any, ...]) -> LinkRecord:
+    return LinkRecord(
+        workspace_id=row[0],
+        digest=row[1],
+        project_id=row[2],
+        state=LinkState(row[3]),
+        generation=row[4],
+        attach_key=row[5],
+        node_id=row[6],
+        attempts=row[7],
+        error=_failure(row[8:11]),
+    )
+
+
+def _failure_cols(f: Failure | None) -> tuple[Any, Any, Any]:
+    return (f.code, f.message, f.at) if f else (None, None, None)
+
+
+def _failure(cols: tuple[Any, ...]) -> Failure | None:
+    return Failure(cols[0], cols[1] or "", cols[2] or 0.0) if cols[0] else None
+
+
+def _cached(row: tuple[Any, ...]) -> CachedFile:
+    stat = FileStat(*row[2:7]) if row[2] is not None else None
+    return CachedFile(
+        path=row[0],
+        project_id=row[1],
+        stat=stat,
+        digest=row[7],
+        has_problem=row[8] is not None,
+        link_state=row[9],
+    )
+
+
+def _create_private(state_dir: Path, db_path: Path) -> None:
+    """State dir 0700 and database 0600 from the first byte (WAL/SHM inherit the db's mode)."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(f"{db_path}{suffix}")
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
+def running_pid(state_dir: Path) -> int | None:
+    """The pid of the ``run`` holding ``state_dir``'s lock, or None when nothing runs."""
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_pid(fd) or -1
+    finally:
+        os.close(fd)  # also drops our shared lock, if we got it
+    return None
+
+
+def exists(state_dir: Path) -> bool:
+    """Whether a journal was ever created in ``state_dir``."""
+    return (state_dir / DB_NAME).exists()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,87 @@
+"""A full pass over the configured folders: scan, consult the stat cache, feed the pipeline.
+
+Owns what a scan means (used by ``run --scan``, the daemon's catch-up scan, safety rescans and
+rescans after lost events): every candidate is classified by the stat cache, unchanged files cost
+a stat, the rest go to the pipeline, problems are journaled, vanished files are forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from florasync import scanner
+from florasync.catalog import Catalog
+from florasync.config import FolderConfig
+from florasync.journal import FileEntry, Journal
+from florasync.lifecycle import Failure
+from florasync.pipeline import Pipeline
+from florasync.rules import FolderRules
+from florasync.transfer import Outcome
+
+log = logging.getLogger(__name__)
+
+_SKIPPED_CODES = frozenset({"symlink_escape"})
+
+
+@dataclass
+class SweepCount:
+    """What one sweep of one folder found."""
+
+    files: int = 0
+    unchanged: int = 0
+    queued: int = 0
+    problems: int = 0
+
+
+def sweep_folder(
+    folder: FolderConfig, *, journal: Journal, pipeline: Pipeline, stop: threading.Event
+) -> SweepCount:
+    """Scan ``folder`` once and queue everything not yet attached to its project."""
+    count = SweepCount()
+    root = str(folder.path)
+    catalog = Catalog(journal, pipeline.workspace_id, full_scan=True)
+    journal.clear_scan_problems(root)
+
+    def on_problem(problem: scanner.ScanProblem) -> None:
+        count.problems += 1
+        _record_problem(journal, pipeline, folder, problem)
+
+    rules = FolderRules(include=tuple(folder.include), exclude=tuple(folder.exclude))
+    for cand in scanner.scan(
+        folder.path, rules=rules, recursive=folder.recursive, on_problem=on_problem, stop=stop
+    ):
+        count.files += 1
+        path = str(cand.path)
+        verdict = catalog.classify(path, cand.stat, folder.project_id)
+        if verdict.unchanged:
+            count.unchanged += 1
+            pipeline.note(Outcome.UNCHANGED, cand.stat.size)
+        elif pipeline.offer(path, folder, stat=cand.stat, digest=verdict.digest, classified=True):
+            count.queued += 1
+        else:
+            return count  # closing: leave the rest for the next start
+    if not stop.is_set() and not pipeline.is_closing:
+        catalog.finish()
+        journal.forget_dirs_except(root, catalog.dirs_seen | {root})
+    return count
+
+
+def _record_problem(
+    journal: Journal, pipeline: Pipeline, folder: FolderConfig, problem: scanner.ScanProblem
+) -> None:
+    failure = Failure(problem.code, problem.message, time.time())
+    entry = FileEntry(problem.path, str(folder.path), folder.project_id, None, None, failure)
+    journal.record_file(entry)
+    skipped = problem.code in _SKIPPED_CODES
+    log.warning(
+        "%s: %s (%s)%s",
+        problem.path,
+        problem.message,
+        problem.code,
+        "; not followed" if skipped else "",
+    )
+    outcome = Outcome.SKIPPED if skipped else Outcome.FAILED
+    pipeline.note(outcome, path=problem.path, code=problem.code, message=problem.message)

@@ -1,0 +1,66 @@
+"""Fixtures shared by every test: an isolated home, no leaked threads, a live sandbox."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from florasync.sandbox import Sandbox
+
+from .syncenv import SyncEnv
+
+_ISOLATED_VARS = (
+    "FLORASYNC_CONFIG",
+    "FLORA_API_KEY",
+    "FLORA_BASE_URL",
+    "CREDENTIALS_DIRECTORY",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "JOURNAL_STREAM",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Point HOME and the XDG dirs at a temporary directory, so no test touches the real ones."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
+    for name in _ISOLATED_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves threads running after its fixtures are torn down."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert not leaked, f"threads left running: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """A FLORA sandbox on 127.0.0.1 with its default workspace and two projects."""
+    with Sandbox() as sb:
+        yield sb
+
+
+@pytest.fixture
+def env(sandbox: Sandbox, tmp_path: Path) -> SyncEnv:
+    """Two folders mapped to the sandbox's two projects, with a config for the real CLI."""
+    return SyncEnv(sandbox, tmp_path)

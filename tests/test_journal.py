@@ -1,0 +1,208 @@
+"""The journal on a real SQLite file: privacy, locking, migrations, round trips, status queries."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from florasync import errors, journal, lifecycle
+from florasync.identity import FileStat
+from florasync.journal import FileEntry, Journal
+from florasync.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
+from florasync.models import UploadInstructions
+
+from .helpers import SHORT_TIMEOUT, wait_until
+
+WS = "ws_test"
+
+
+def _asset(digest: str = "d" * 64, **kw: object) -> AssetRecord:
+    rec = AssetRecord(WS, digest, 10, "a.png", "image/png")
+    return replace(rec, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def j(tmp_path: Path):
+    jr = Journal.open(tmp_path / "state")
+    yield jr
+    jr.close()
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    """The state dir is 0700 and the database and its WAL files are 0600."""
+    jr = Journal.open(tmp_path / "state")
+    jr.record(_asset())
+    try:
+        assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+        for path in (tmp_path / "state").glob("journal.sqlite3*"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        wal_mode = sqlite3.connect(jr.path).execute("PRAGMA journal_mode").fetchone()[0]
+        assert wal_mode == "wal"
+    finally:
+        jr.close()
+
+
+def test_records_round_trip(j: Journal) -> None:
+    """An asset record with instructions and an error comes back exactly as stored."""
+    upload = UploadInstructions(
+        "http://127.0.0.1/u", {"token": "t", "expire": "1"}, "file", "POST", 123.5
+    )
+    rec = AssetRecord(
+        WS,
+        "a" * 64,
+        42,
+        "x.png",
+        "image/png",
+        AssetState.RESERVED,
+        "asset_1",
+        2,
+        "key",
+        1.5,
+        upload,
+        3,
+        9.0,
+        4,
+        Failure("c", "m", 7.0),
+    )
+    j.begin(rec)
+    assert j.asset(WS, "a" * 64) == rec
+    link = LinkRecord(WS, "a" * 64, "prj_1", LinkState.ATTACHED, 1, "k2", "node_1", 0, None)
+    j.record(link)
+    assert j.link(WS, "a" * 64, "prj_1") == link
+
+
+def test_ensure_keeps_existing_rows(j: Journal) -> None:
+    """ensure inserts missing rows but never overwrites progress already journaled."""
+    j.record(_asset(state=AssetState.READY, asset_id="asset_1"))
+    stored, link = j.ensure(_asset(), LinkRecord(WS, "d" * 64, "prj_1"))
+    assert stored.state == AssetState.READY
+    assert link.state == LinkState.PENDING
+
+
+def test_asset_id_claims_are_exclusive(j: Journal) -> None:
+    """An asset id already held by another content cannot be adopted (lookup after a 409)."""
+    j.record(_asset("a" * 64, asset_id="asset_1"))
+    assert j.claim_asset_id(_asset("a" * 64), "asset_1")
+    assert not j.claim_asset_id(_asset("b" * 64), "asset_1")
+    assert j.claim_asset_id(_asset("b" * 64), "asset_2")
+
+
+def test_stat_cache_queries(j: Journal, tmp_path: Path) -> None:
+    """Files are found per directory and by inode (a rename costs a stat, not a read)."""
+    st = FileStat(1, 99, 10, 5, 6)
+    j.record_file(FileEntry("/w/a/x.png", "/w", "prj_1", st, "d" * 64))
+    j.record_file(FileEntry("/w/a/y.png", "/w", "prj_1", FileStat(1, 100, 1, 1, 1), None))
+    j.record(LinkRecord(WS, "d" * 64, "prj_1", LinkState.ATTACHED))
+    entries = j.dir_entries(WS, "/w/a")
+    assert set(entries) == {"x.png", "y.png"}
+    assert entries["x.png"].link_state == LinkState.ATTACHED
+    assert entries["x.png"].stat == st
+    assert j.by_inode(WS, FileStat(1, 99, 10, 5, 77)) is not None
+    assert j.by_inode(WS, FileStat(2, 99, 10, 5, 6)) is None
+    assert j.forget_files(["/w/a/y.png"]) == 1
+    assert set(j.dir_entries(WS, "/w/a")) == {"x.png"}
+
+
+def test_status_counts_and_failures(j: Journal) -> None:
+    """Per-folder counts and the failure list reflect files, assets and links."""
+    for n, state in enumerate([LinkState.ATTACHED, LinkState.PENDING, LinkState.FAILED]):
+        digest = str(n) * 64
+        j.record_file(FileEntry(f"/w/{n}.png", "/w", "prj_1", FileStat(1, n, 1, 1, 1), digest))
+        j.record(_asset(digest, state=AssetState.READY, asset_id=f"asset_{n}"))
+        err = Failure("forbidden", "Forbidden.", 5.0) if state == LinkState.FAILED else None
+        j.record(LinkRecord(WS, digest, "prj_1", state, error=err))
+    j.record_file(FileEntry("/w/bad", "/w", "prj_1", None, None, Failure("unreadable", "no", 6.0)))
+    counts = {state: n for _, _, state, n in j.file_counts(WS)}
+    assert counts == {"synced": 1, "pending": 1, "failed": 2}
+    codes = [(f["path"], f["code"], f["permanent"]) for f in j.failures(WS, 10)]
+    assert codes == [("/w/bad", "unreadable", True), ("/w/2.png", "forbidden", True)]
+
+
+def test_reset_failed_requeues(j: Journal) -> None:
+    """retry resets failed assets and links and leaves a request for a running daemon."""
+    digest = "f" * 64
+    j.record_file(FileEntry("/w/f.png", "/w", "prj_1", FileStat(1, 1, 1, 1, 1), digest))
+    j.record(lifecycle.fail_asset(_asset(digest), "asset_failed", "bad", 1.0))
+    j.record(LinkRecord(WS, digest, "prj_1", LinkState.FAILED, error=Failure("x", "y", 1.0)))
+    assert j.reset_failed(WS, None) == ["/w/f.png"]
+    rec = j.asset(WS, digest)
+    assert rec is not None
+    assert rec.state == AssetState.NEW
+    link = j.link(WS, digest, "prj_1")
+    assert link is not None
+    assert link.state == LinkState.PENDING
+    assert j.take_retry_requests() == ["/w/f.png"]
+    assert j.take_retry_requests() == []
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A journal written by a newer florasync is refused with a clear error, not corrupted."""
+    Journal.open(tmp_path / "s").close()
+    conn = sqlite3.connect(tmp_path / "s" / journal.DB_NAME)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(errors.JournalError, match="newer florasync"):
+        Journal.open(tmp_path / "s")
+
+
+def test_corrupt_journal_is_a_clear_error(tmp_path: Path) -> None:
+    """A file that is not SQLite gives a JournalError naming it."""
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / journal.DB_NAME).write_bytes(b"not a database" * 100)
+    with pytest.raises(errors.JournalError, match="cannot open the journal"):
+        Journal.open(tmp_path / "s")
+
+
+def test_second_run_is_refused_with_pid(tmp_path: Path) -> None:
+    """A second run on the same state dir gets 'already running (pid N)'."""
+    state = tmp_path / "s"
+    Journal.open(state).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import sys, time
+            from pathlib import Path
+            from florasync.journal import RunLock
+            lock = RunLock(Path({str(state)!r}))
+            print("locked", flush=True)
+            sys.stdin.read()
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        assert journal.running_pid(state) == holder.pid
+        with pytest.raises(errors.AlreadyRunningError, match=f"pid {holder.pid}"):
+            journal.RunLock(state)
+    finally:
+        holder.communicate("", timeout=SHORT_TIMEOUT)
+    wait_until(lambda: journal.running_pid(state) is None, timeout=SHORT_TIMEOUT)
+    journal.RunLock(state).release()
+
+
+def test_readers_do_not_block_a_writer(tmp_path: Path) -> None:
+    """status reads while a run holds an open write transaction elsewhere."""
+    writer = Journal.open(tmp_path / "s")
+    reader = Journal.open(tmp_path / "s")
+    try:
+        conn = writer._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO retry_requests VALUES ('x', 1)")
+        assert reader.file_counts(WS) == []  # does not wait for the writer
+        conn.execute("COMMIT")
+    finally:
+        writer.close()
+        reader.close()
