@@ -1,0 +1,364 @@
+"""The file watcher: one watchdog observer for every folder, whose events are only hints.
+
+Owns the watchdog side of the daemon. The event handler records the path (and whether a
+close-after-write was seen) in a bounded de-duplicating pending set and never raises; a drain
+thread turns pending paths into actions using ``stat``: settle a file, walk a new directory,
+forget a deleted file. What inotify cannot promise is reported as a need to rescan: a queue
+overflow (watchdog only logs it), a full pending set, a watch limit reached, a dead observer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat as stat_mode
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import IntFlag
+from pathlib import Path
+
+from watchdog import events
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+
+from florasync.config import FolderConfig
+from florasync.rules import FolderRules
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 100_000  # beyond this, events are dropped and the folder is rescanned instead
+_OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+
+class Hint(IntFlag):
+    """What an event suggested about a path; the drain thread decides with ``stat``."""
+
+    CHANGED = 0
+    CLOSED = 1  # closed after writing: the settle fast path
+    DIR = 2  # a directory appeared: walk it at once
+    GONE = 4  # deleted or moved away
+
+
+@dataclass
+class _Watched:
+    """A folder as the watcher sees it."""
+
+    index: int
+    folder: FolderConfig
+    rules: FolderRules
+    root: str
+    watch: ObservedWatch | None = None
+    polled: bool = False
+
+
+@dataclass
+class Callbacks:
+    """What the watcher asks of the daemon."""
+
+    offer: Callable[[str, FolderConfig, bool], None]  # (path, folder, closed)
+    walk: Callable[[FolderConfig, str], None]  # (folder, directory relative to it)
+    forget: Callable[[str], None]
+    rescan: Callable[[int, str], None]  # (folder index, reason)
+
+
+@dataclass
+class _PendingSet:
+    """Paths waiting for the drain thread, merged per path, bounded."""
+
+    limit: int
+    items: dict[str, tuple[int, Hint]] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def add(self, path: str, index: int, hint: Hint) -> bool:
+        with self.cond:
+            known = self.items.get(path)
+            if known is None and len(self.items) >= self.limit:
+                return False
+            self.items[path] = (index, hint | known[1] if known else hint)
+            self.cond.notify()
+            return True
+
+    def take(self, timeout: float) -> dict[str, tuple[int, Hint]]:
+        with self.cond:
+            if not self.items:
+                self.cond.wait(timeout)
+            batch, self.items = self.items, {}
+            return batch
+
+
+class _Handler(events.FileSystemEventHandler):
+    """Runs on watchdog's observer thread: records the path, never raises."""
+
+    def __init__(self, watcher: Watcher, watched: _Watched) -> None:
+        self._watcher = watcher
+        self._watched = watched
+
+    def dispatch(self, event: events.FileSystemEvent) -> None:
+        try:
+            self._watcher.record(self._watched, event)
+        except Exception:  # an exception here would kill the observer thread
+            log.exception("watch event handling failed; rescanning %s", self._watched.root)
+            self._watcher.callbacks.rescan(self._watched.index, "event handler error")
+
+
+class Watcher:
+    """Watches the folders it is given; ``start`` arms every watch before returning."""
+
+    def __init__(
+        self,
+        folders: Sequence[FolderConfig],
+        callbacks: Callbacks,
+        *,
+        stop: threading.Event,
+        max_pending: int = MAX_PENDING,
+        observer_factory: Callable[[], BaseObserver] = Observer,
+    ) -> None:
+        self.callbacks = callbacks
+        self._stop = stop
+        self._pending = _PendingSet(max_pending)
+        self._observer_factory = observer_factory
+        self._observer: BaseObserver | None = None
+        self._watched = [
+            _Watched(i, f, FolderRules(tuple(f.include), tuple(f.exclude)), str(f.path))
+            for i, f in enumerate(folders)
+        ]
+        self._drain_thread: threading.Thread | None = None
+        self._overflow = _OverflowHook(self)
+        self.restarts = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self, polled: set[int]) -> list[tuple[int, str]]:
+        """Arm watches (except for ``polled`` folders); return folders that fell back to polling."""
+        self._overflow.install()
+        self._observer = self._observer_factory()
+        fallbacks = []
+        for w in self._watched:
+            w.polled = w.index in polled
+            if not w.polled and (problem := self._schedule(w)) is not None:
+                w.polled = True
+                fallbacks.append((w.index, problem))
+        self._observer.start()
+        self._start_drain()
+        return fallbacks
+
+    def stop(self) -> None:
+        self._overflow.remove()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+        with self._pending.cond:
+            self._pending.cond.notify_all()
+        if self._drain_thread is not None:
+            self._drain_thread.join()
+
+    def is_healthy(self) -> bool:
+        """The observer, its emitters and the drain thread are alive."""
+        observer = self._observer
+        if observer is None or not observer.is_alive():
+            return False
+        if self._drain_thread is None or not self._drain_thread.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in observer.emitters)
+
+    def restart(self) -> None:
+        """Replace a dead observer (the folders are then rescanned by the caller)."""
+        old = self._observer
+        if old is not None:
+            old.stop()
+            if old.is_alive():
+                old.join(timeout=5.0)
+        self._observer = self._observer_factory()
+        for w in self._watched:
+            w.watch = None
+            if not w.polled and self._schedule(w) is not None:
+                w.polled = True
+        self._observer.start()
+        if self._drain_thread is None or not self._drain_thread.is_alive():
+            self._start_drain()
+        self.restarts += 1
+
+    def _start_drain(self) -> None:
+        self._drain_thread = threading.Thread(target=self._drain, name="florasync-watch")
+        self._drain_thread.daemon = True
+        self._drain_thread.start()
+
+    def unwatch(self, index: int) -> None:
+        """Drop the watch of a folder that disappeared."""
+        w = self._watched[index]
+        if w.watch is not None and self._observer is not None:
+            with contextlib.suppress(KeyError):  # watchdog dropped it when the directory went
+                self._observer.unschedule(w.watch)
+        w.watch = None
+
+    def rewatch(self, index: int) -> str | None:
+        """Watch a folder again (it came back); a problem string when it must be polled."""
+        w = self._watched[index]
+        if w.polled or w.watch is not None:
+            return None
+        problem = self._schedule(w)
+        if problem is not None:
+            w.polled = True
+        return problem
+
+    def is_polled(self, index: int) -> bool:
+        return self._watched[index].polled
+
+    def watched_roots(self) -> list[str]:
+        return [w.root for w in self._watched if w.watch is not None]
+
+    # -- events -------------------------------------------------------------------------------
+
+    def record(self, watched: _Watched, event: events.FileSystemEvent) -> None:
+        """Map one watchdog event onto the pending set (observer thread; must be cheap)."""
+        for path, hint in _hints(event):
+            if not self._is_relevant(watched, path, hint):
+                continue
+            if not self._pending.add(path, watched.index, hint):
+                self.callbacks.rescan(watched.index, "too many pending events")
+
+    def overflowed(self) -> None:
+        """The kernel dropped events (one inotify instance serves every folder): rescan all."""
+        for w in self._watched:
+            if not w.polled:
+                self.callbacks.rescan(w.index, "inotify queue overflow")
+
+    def _is_relevant(self, watched: _Watched, path: str, hint: Hint) -> bool:
+        root = watched.root
+        if not path.startswith(root + "/"):
+            return False
+        relpath = path[len(root) + 1 :]
+        parts = relpath.split("/")
+        if not watched.folder.recursive and len(parts) > 1:
+            return False
+        if any(watched.rules.is_ignored_dir(p) for p in parts[:-1]):
+            return False
+        if hint & Hint.DIR:
+            return watched.folder.recursive and not watched.rules.is_ignored_dir(parts[-1])
+        return bool(hint & Hint.GONE) or watched.rules.is_wanted(relpath)
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            for path, (index, hint) in self._pending.take(timeout=0.5).items():
+                if self._stop.is_set():
+                    return
+                self._act(path, self._watched[index], hint)
+
+    def _act(self, path: str, watched: _Watched, hint: Hint) -> None:
+        try:
+            st = Path(path).stat()
+        except OSError:
+            if hint & Hint.GONE:
+                self.callbacks.forget(path)
+            return
+        if stat_mode.S_ISDIR(st.st_mode):
+            if hint & Hint.DIR:
+                self.callbacks.walk(watched.folder, path[len(watched.root) + 1 :])
+            return
+        if stat_mode.S_ISREG(st.st_mode) and watched.rules.is_wanted(path[len(watched.root) + 1 :]):
+            self.callbacks.offer(path, watched.folder, bool(hint & Hint.CLOSED))
+
+    def _schedule(self, w: _Watched) -> str | None:
+        """Watch one folder; a problem string when it cannot be watched and must be polled."""
+        assert self._observer is not None  # noqa: S101 -- start() and restart() create it first
+        handler = _Handler(self, w)
+        try:
+            w.watch = self._observer.schedule(handler, w.root, recursive=w.folder.recursive)
+        except OSError as exc:
+            w.watch = None
+            return _watch_problem(exc)
+        return None
+
+
+class _OverflowHook(logging.Handler):
+    """watchdog reports an inotify queue overflow only as a log warning: listen for it."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        super().__init__(level=logging.WARNING)
+        self._watcher = watcher
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._watcher.overflowed()
+
+    def install(self) -> None:
+        for name in _OVERFLOW_LOGGERS:
+            logging.getLogger(name).addHandler(self)
+
+    def remove(self) -> None:
+        for name in _OVERFLOW_LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+
+
+_FILE_HINTS = {
+    events.EVENT_TYPE_CREATED: Hint.CHANGED,
+    events.EVENT_TYPE_MODIFIED: Hint.CHANGED,
+    events.EVENT_TYPE_CLOSED: Hint.CLOSED,
+    events.EVENT_TYPE_DELETED: Hint.GONE,
+}  # opened, closed without writing and the rest say nothing about content
+
+
+def _hints(event: events.FileSystemEvent) -> list[tuple[str, Hint]]:
+    src = os.fsdecode(event.src_path)
+    kind = event.event_type
+    if kind == events.EVENT_TYPE_MOVED:
+        dest = os.fsdecode(event.dest_path)
+        return (
+            [(dest, Hint.DIR)] if event.is_directory else [(src, Hint.GONE), (dest, Hint.CHANGED)]
+        )
+    if event.is_directory:
+        return [(src, Hint.DIR)] if kind == events.EVENT_TYPE_CREATED else []
+    hint = _FILE_HINTS.get(kind)
+    return [] if hint is None else [(src, hint)]
+
+
+def _watch_problem(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return (
+            "the inotify watch limit is reached; raise it with "
+            "`sysctl fs.inotify.max_user_watches=524288` (and in /etc/sysctl.d/); "
+            "polling this folder meanwhile"
+        )
+    if exc.errno == errno.EMFILE:
+        return (
+            "the inotify instance limit is reached; raise `sysctl "
+            "fs.inotify.max_user_instances`; polling this folder meanwhile"
+        )
+    return f"cannot watch ({exc.strerror or exc}); polling this folder meanwhile"
+
+
+def count_inotify_watches(proc_self: Path = Path("/proc/self")) -> int | None:
+    """Inotify watches this process holds (from fdinfo), or None when unknown (not Linux)."""
+    total = 0
+    try:
+        fds = list((proc_self / "fd").iterdir())
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if str(fd.readlink()) != "anon_inode:inotify":
+                continue
+            info = (proc_self / "fdinfo" / fd.name).read_text()
+        except OSError:
+            continue
+        total += sum(1 for line in info.splitlines() if line.startswith("inotify wd:"))
+    return total
+
+
+def count_dirs(root: str, recursive: bool) -> int:
+    """Directories under ``root`` (itself included) that a recursive inotify watch covers."""
+    if not recursive:
+        return 1
+    count = 0
+    stack = [root]
+    while stack:
+        count += 1
+        try:
+            with os.scandir(stack.pop()) as it:
+                stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+    return count
