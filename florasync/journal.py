@@ -142,6 +142,7 @@ class Journal:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         _create_private(state_dir, self.path)
         self._migrate()
 
@@ -463,17 +464,21 @@ class Journal:
 
     @contextlib.contextmanager
     def _write(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
+        """One write transaction. Writers of this process queue on a lock: left to SQLite's
+        busy handler, they would sleep in millisecond steps (busy_timeout is for other
+        processes, like ``florasync retry``)."""
         conn = self._conn()
         if self._local.durable != durable:
             conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._local.durable = durable
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         conn = self._conn()

@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from .helpers import (
     LONG_TIMEOUT,
     assert_exactly_once,
@@ -293,3 +295,25 @@ def test_sigint_during_scan_stops_cleanly_and_resumes(env: SyncEnv) -> None:
     result = env.scan()
     assert result.returncode == 0, result.stdout + result.stderr
     assert_exactly_once(env.sb.state(), env.expected())
+
+
+@pytest.mark.parametrize("idempotency", ["duplicate", "replay"])
+@pytest.mark.parametrize(
+    "route",
+    [
+        "POST /assets",
+        "POST /upload",
+        "POST /assets/{id}/complete",
+        "POST /projects/{id}/assets/{id}/attach",
+    ],
+)
+def test_lost_answers_are_recovered(env: SyncEnv, route: str, idempotency: str) -> None:
+    """A request that took effect but whose answer was lost is recovered, never duplicated."""
+    env.sb.faults.update(idempotency=idempotency)
+    env.sb.faults.fail_next(route, drop="after", times=2)
+    a, b = env.add(0, "lost-a.png"), env.add(1, "lost-b.png")
+    result = env.scan()
+    assert result.returncode == 0, result.stdout + result.stderr
+    state = env.sb.state()
+    assert_exactly_once(state, {a: env.projects[0], b: env.projects[1]})
+    assert [x for x in state["assets"] if x["status"] != "ready"] == [], "no orphan asset"

@@ -60,6 +60,7 @@ def test_signed_upload_stores_the_exact_bytes(sandbox):
     blob = sandbox.blob_path(asset["asset_id"])
     assert blob is not None
     assert blob.read_bytes() == data
+    assert requests.get(asset["url"], timeout=TIMEOUT).status_code == 404  # not ready yet
     done = complete(sandbox, asset["asset_id"])
     assert done.status_code == 200
     assert done.json()["status"] == "ready"

@@ -61,6 +61,9 @@ class Handler(BaseHTTPRequestHandler):
     """Serves one connection (HTTP/1.1 keep-alive) until the client or ``stop()`` closes it."""
 
     protocol_version = "HTTP/1.1"
+    # headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
+    # the client's delayed ACK hold every response back by ~40 ms on loopback
+    disable_nagle_algorithm = True
     server_version = f"florasync-sandbox/{__version__}"
 
     def do_GET(self) -> None:
