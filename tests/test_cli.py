@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from .helpers import run_cli, write_config
 COMMANDS = ["run", "check", "status", "retry", "projects", "sandbox", "demo"]
 
 
-def _config(tmp_path: Path, sb: Sandbox, **extra: object) -> Path:
+def _config(tmp_path: Path, sb: Sandbox, **extra: Any) -> Path:
     folders = []
     for n, project in enumerate(sb.project_ids):
         folder = tmp_path / f"folder{n}"

@@ -65,9 +65,9 @@ def test_one_gib_file_streams_in_bounded_memory(env: SyncEnv) -> None:
     """A 1 GiB video is hashed and uploaded with the process RSS below 150 MiB."""
     big = env.folders[0] / "master.mp4"
     block = os.urandom(1 << 20)
-    with big.open("wb") as out:
+    with big.open("wb") as sink:
         for n in range(1024):
-            out.write(block[n:] + block[:n])
+            sink.write(block[n:] + block[:n])
     env.write_config(
         folders=[{"path": str(env.folders[0]), "project_id": env.projects[0], "include": ["*.mp4"]}]
     )
