@@ -112,6 +112,11 @@ class FloraClient:
     def __repr__(self) -> str:
         return f"FloraClient({self.base_url!r})"
 
+    def set_api_key(self, api_key: Secret) -> None:
+        """Use another key from the next request on (a rotated key, after SIGHUP)."""
+        self._secret = api_key
+        self._session.auth = _BearerAuth(api_key)
+
     def close(self) -> None:
         self._session.close()
 
@@ -125,6 +130,12 @@ class FloraClient:
 
     def list_workspaces(self) -> list[models.Workspace]:
         body = self._json("GET", "/workspaces")
+        return [models.parse_workspace(w) for w in _items(body, "workspaces")]
+
+    def probe_workspaces(self) -> list[models.Workspace]:
+        """``list_workspaces`` in one attempt, without retries: a quick yes/no about the key
+        (at daemon start, before READY, a retry budget of minutes would hold systemd up)."""
+        body = self._send("GET", "/workspaces", "/workspaces", params=None, json=None, headers={})
         return [models.parse_workspace(w) for w in _items(body, "workspaces")]
 
     def list_projects(

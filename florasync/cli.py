@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from florasync import __version__
+from florasync import __version__, logs
 from florasync.errors import ExitCode, FlorasyncError
 
 log = logging.getLogger("florasync")
@@ -194,15 +194,7 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    level = "debug" if args.debug else (args.log_level or "info")
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not args.debug:
-        for noisy in ("urllib3", "watchdog"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(level=args.log_level or "info", fmt=args.log_format or "auto", debug=args.debug)
 
 
 def _report(exc: BaseException, debug: bool, code: int, message: str | None = None) -> int:

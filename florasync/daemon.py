@@ -1,10 +1,9 @@
 """The daemon (``florasync run``): watch every folder and keep it in sync until SIGTERM.
 
-Owns the start-up order (arm the watches, queue the catch-up scan, then READY, so nothing created
-in between is missed), the loop that turns watcher trouble into rescans (lost events, watch limit,
-a dead observer, a folder that went away and came back), polling of folders that cannot be
-watched, the periodic safety rescan, pick-up of files put back by ``florasync retry``, sd_notify,
-and a clean stop on SIGTERM/SIGINT.
+Owns the start-up order (check the key, arm the watches, queue the catch-up scan, then READY, so
+nothing created in between is missed), the main loop (watcher health, folders that go away and
+come back, polling, the periodic safety rescan, files put back by ``florasync retry``, a refused
+key), SIGHUP reload, sd_notify, and a clean stop on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -16,30 +15,37 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from florasync import config, mounts, runtime, scanner, sweep
+from watchdog.observers.api import BaseObserver
+
+from florasync import config, errors, logs, mounts, runtime
 from florasync.config import FolderConfig
 from florasync.engine import Engine
-from florasync.errors import ExitCode, StoppedError
-from florasync.rules import FolderRules
+from florasync.errors import ExitCode
+from florasync.monitoring import Monitoring
+from florasync.sweeper import Sweeper
 from florasync.systemd import Notifier
 from florasync.transfer import Outcome
-from florasync.watcher import Callbacks, Watcher, count_dirs, count_inotify_watches
+from florasync.watcher import Callbacks, Watcher
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
 RETRY_PICKUP_SECONDS = 2.0
+KEY_PROBE_SECONDS = 300.0  # a refused key is asked about again this often (no retry storm)
+OBSERVER_RESTARTS = 3  # a watcher that dies more often than this in RESTART_WINDOW_SECONDS:
+RESTART_WINDOW_SECONDS = 600.0  # stop pinging the watchdog and let systemd restart the process
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def run_daemon(*, config_path: str | None, grace_seconds: float) -> ExitCode:
-    """``florasync run``: exits 0 after a clean SIGTERM, 3 when FLORA refuses the key."""
+    """``florasync run``: exits 0 after a clean SIGTERM, 3 when FLORA refuses the key at start."""
     rt = runtime.load(config_path)
     config.check_folders(rt.cfg)  # a missing folder at start is a config error (exit 2)
     return Daemon(rt, grace_seconds=grace_seconds).run()
 
 
 class Daemon:
-    """One daemon process: an engine, a watcher, a sweeper thread and the main loop."""
+    """One daemon process: an engine, a watcher, a sweeper and the main loop."""
 
     def __init__(
         self,
@@ -48,124 +54,181 @@ class Daemon:
         grace_seconds: float = 10.0,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.monotonic,
+        observer_factory: Callable[[], BaseObserver] | None = None,
     ) -> None:
         self.rt = rt
+        self._observer_factory = observer_factory
+        self._restarts: list[float] = []
+        self._exit_code = ExitCode.OK
         self.grace_seconds = grace_seconds
         self.notifier = notifier or Notifier()
         self._clock = clock
         self._stopping = threading.Event()
+        self._reload_requested = threading.Event()
         self._wake = threading.Event()
-        self._sweeps: dict[int, str] = {}
-        self._sweep_cond = threading.Condition()
         self._missing: set[int] = set()
         self._next_poll: dict[int, float] = {}
         self._next_rescan = 0.0
         self._next_retry_pickup = 0.0
         self._next_ping = 0.0
+        self._next_key_probe = 0.0
 
     def run(self) -> ExitCode:
-        engine = Engine(self.rt, retry_deferred=True)
-        self.engine = engine
-        with engine:
-            self.watcher = Watcher(self.rt.cfg.folders, self._callbacks(), stop=engine.stop)
+        self._observability = Monitoring.build(self.rt.cfg, self.is_healthy)
+        self.engine = Engine(
+            self.rt,
+            retry_deferred=True,
+            on_refused=self._refused,
+            progress=self._observability.progress,
+            client_hooks=self._observability.client_hooks,
+        )
+        with self.engine:
+            self.sweeper = Sweeper(
+                self.engine,
+                lambda: self.rt.cfg.folders,
+                skip=self._missing.__contains__,
+                note=self._note_folder,
+            )
+            self.watcher = self._new_watcher()
             previous = self._install_signals()
             try:
                 self._start()
                 self._loop()
             finally:
-                self._restore_signals(previous)
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)  # type: ignore[arg-type]
                 self.notifier.stopping()
                 self._shutdown()
-        fatal = engine.pipeline.fatal
-        if fatal is not None:
-            log.error("%s", fatal)
-            return fatal.exit_code
-        return ExitCode.OK
+        return self._exit_code
+
+    def _install_signals(self) -> dict[int, object]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # embedded (tests): the caller stops us with request_stop()
+        return {s: signal.signal(s, self._on_signal) for s in _SIGNALS}
 
     def request_stop(self) -> None:
         """SIGTERM/SIGINT: stop taking work; requests in flight get the grace period."""
         self._stopping.set()
         self.engine.pipeline.begin_close()
         self._wake.set()
-        with self._sweep_cond:
-            self._sweep_cond.notify_all()
 
-    def request_sweep(self, index: int, reason: str) -> None:
-        """Rescan folder ``index`` soon (coalesced; safe from any thread)."""
-        with self._sweep_cond:
-            if index not in self._sweeps:
-                self._sweeps[index] = reason
-                self._sweep_cond.notify()
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config and the key at the next tick."""
+        self._reload_requested.set()
+        self._wake.set()
 
     # -- start and stop -----------------------------------------------------------------------
 
     def _start(self) -> None:
-        polled = self._polled_folders()
-        for index, problem in self.watcher.start(polled):  # watches armed before the scan
-            self._note(index, "watch_failed", problem, level=logging.ERROR)
-        self._check_watch_limit()
+        self._check_key_at_start()
+        self._observability.start(self.engine.pipeline)
+        self._arm()
         for index in range(len(self.rt.cfg.folders)):
-            self.request_sweep(index, "catch-up scan")
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="florasync-sweep")
-        self._sweeper.daemon = True
-        self._sweeper.start()
-        now = self._clock()
-        self._next_rescan = now + self.rt.cfg.rescan_interval_seconds
-        self._next_poll = dict.fromkeys(polled, now + self.rt.cfg.poll_interval_seconds)
+            self.sweeper.request(index, "catch-up scan")
+        self.sweeper.start()
+        self._next_rescan = self._clock() + self.rt.cfg.rescan_interval_seconds
         self.notifier.ready(self._status_line())
         log.info("watching %d folder(s); catch-up scan queued", len(self.rt.cfg.folders))
+
+    def _arm(self) -> None:
+        """Arm the watches (before any scan, so nothing created meanwhile is missed)."""
+        for index, problem in self.watcher.start(self._polled_folders()):
+            self._note(index, "watch_failed", problem, level=logging.ERROR)
+        if (limit := self.watcher.check_watch_limit()) is not None:
+            self._note(None, "watch_limit", limit, level=logging.ERROR)
+        count = len(self.rt.cfg.folders)
+        polled = [i for i in range(count) if self.watcher.is_polled(i)]
+        self._next_poll = dict.fromkeys(polled, self._clock() + self.rt.cfg.poll_interval_seconds)
+        self._missing.clear()
+
+    def _check_key_at_start(self) -> None:
+        """A key refused at start is exit 3 (systemd does not restart); FLORA unreachable is not.
+
+        Raises:
+            errors.CredentialsError: FLORA refused the key or the workspace.
+        """
+        try:
+            workspaces = self.engine.client().probe_workspaces()
+        except errors.CredentialsError:
+            raise
+        except errors.ApiError as exc:
+            log.warning("FLORA is not reachable (%s); files wait until it is", exc)
+            return
+        if self.rt.cfg.workspace_id not in {w.workspace_id for w in workspaces}:
+            raise errors.CredentialsError(
+                f"workspace {self.rt.cfg.workspace_id} is not accessible with this API key",
+                status=403,
+                code="forbidden",
+            )
 
     def _shutdown(self) -> None:
         self._stopping.set()
         self.engine.pipeline.begin_close()
-        with self._sweep_cond:
-            self._sweep_cond.notify_all()
         self.watcher.stop()
-        if getattr(self, "_sweeper", None) is not None:
-            self._sweeper.join()
+        self.sweeper.stop()
         self.engine.close(self.grace_seconds)
+        self._observability.stop()
         self.notifier.close()
 
-    def _install_signals(self) -> dict[int, object]:
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("%s received: stopping", signal.Signals(signum).name)
-            self.request_stop()
-
-        return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def _restore_signals(self, previous: dict[int, object]) -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.request_reload()
+            return
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        self.request_stop()
 
     # -- the main loop ------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while not self._stopping.is_set() and self.engine.pipeline.fatal is None:
+        while not self._stopping.is_set():
             now = self._clock()
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._reload()
             healthy = self._check_health()
             self._check_folders()
             self._schedule_sweeps(now)
             if now >= self._next_retry_pickup:
                 self._pick_up_retries()
                 self._next_retry_pickup = now + RETRY_PICKUP_SECONDS
+            if self.engine.pipeline.refused is not None and now >= self._next_key_probe:
+                self._probe_key()
             self._notify(now, healthy)
             self._wake.wait(TICK_SECONDS)
             self._wake.clear()
 
+    def is_healthy(self) -> bool:
+        """The watcher, the sweeper and every pipeline thread are alive."""
+        threads = self.engine.pipeline.threads_alive() and self.sweeper.is_alive()
+        return threads and self.watcher.is_healthy()
+
     def _check_health(self) -> bool:
-        """Restart a dead observer (and rescan); report whether everything is alive."""
-        if not self.watcher.is_healthy() and not self._stopping.is_set():
-            self._note(
-                None,
-                "observer_restarted",
-                "the file watcher stopped; restarted it and rescanning every folder",
-                level=logging.ERROR,
-            )
-            self.watcher.restart()
-            for index in range(len(self.rt.cfg.folders)):
-                self.request_sweep(index, "watcher restarted")
-        sweeper_alive = self._sweeper.is_alive()
-        return self.watcher.is_healthy() and self.engine.pipeline.threads_alive() and sweeper_alive
+        """Restart a dead observer and rescan, within a budget; report whether all is alive.
+
+        Past the budget the watcher stays dead and no watchdog ping is sent, so systemd restarts
+        the whole process: a process that cannot watch must not look healthy.
+        """
+        if self.watcher.is_healthy() or self._stopping.is_set():
+            return self.is_healthy()
+        now = self._clock()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_SECONDS]
+        if len(self._restarts) >= OBSERVER_RESTARTS:
+            if self.notifier.watchdog_interval is None and self._exit_code == ExitCode.OK:
+                log.error("the file watcher keeps dying; stopping (nothing would restart us)")
+                self._exit_code = ExitCode.FAILED
+                self.request_stop()
+            return False
+        self._restarts.append(now)
+        self._note(
+            None,
+            "observer_restarted",
+            "the file watcher stopped; restarted it and rescanning every folder",
+            level=logging.ERROR,
+        )
+        self.watcher.restart()
+        for index in range(len(self.rt.cfg.folders)):
+            self.sweeper.request(index, "watcher restarted")
+        return self.is_healthy()
 
     def _check_folders(self) -> None:
         """A folder that disappears (unmount, deletion) is reported, then picked up again."""
@@ -185,17 +248,17 @@ class Daemon:
                 if (problem := self.watcher.rewatch(index)) is not None:
                     self._note(index, "watch_failed", problem, level=logging.ERROR)
                 self._note(index, "folder_back", "folder is back; rescanning it")
-                self.request_sweep(index, "folder came back")
+                self.sweeper.request(index, "folder came back")
 
     def _schedule_sweeps(self, now: float) -> None:
         for index, due in list(self._next_poll.items()):
             if now >= due and index not in self._missing:
-                self.request_sweep(index, "poll")
+                self.sweeper.request(index, "poll")
                 self._next_poll[index] = now + self.rt.cfg.poll_interval_seconds
         if now >= self._next_rescan:
             self._next_rescan = now + self.rt.cfg.rescan_interval_seconds
             for index in range(len(self.rt.cfg.folders)):
-                self.request_sweep(index, "periodic safety rescan")
+                self.sweeper.request(index, "periodic safety rescan")
 
     def _pick_up_retries(self) -> None:
         for path in self.engine.journal.take_retry_requests():
@@ -212,6 +275,8 @@ class Daemon:
 
     def _status_line(self) -> str:
         pipeline = self.engine.pipeline
+        if pipeline.refused is not None:
+            return f"paused: FLORA refused the API key ({pipeline.refused.code}); fix it, reload"
         counts = pipeline.summary.counts
         synced = counts[Outcome.UPLOADED] + counts[Outcome.ATTACHED] + counts[Outcome.UNCHANGED]
         failed = counts[Outcome.FAILED] + counts[Outcome.DEFERRED]
@@ -220,69 +285,99 @@ class Daemon:
             f"settling {pipeline.settling}, synced {synced}, failed {failed}"
         )
 
-    # -- sweeps -------------------------------------------------------------------------------
+    # -- a refused key ------------------------------------------------------------------------
 
-    def _sweep_loop(self) -> None:
-        while not self._stopping.is_set():
-            with self._sweep_cond:
-                while not self._sweeps and not self._stopping.is_set():
-                    self._sweep_cond.wait(TICK_SECONDS)
-                if self._stopping.is_set():
-                    return
-                index, reason = next(iter(self._sweeps.items()))
-                del self._sweeps[index]
-            self._sweep(index, reason)
-
-    def _sweep(self, index: int, reason: str) -> None:
-        if index in self._missing:
-            return
-        folder = self.rt.cfg.folders[index]
-        log.info("scanning %s (%s)", folder.path, reason)
-        if reason not in ("poll", "catch-up scan", "periodic safety rescan"):
-            self._note(index, "rescan", reason, level=logging.WARNING)
-        try:
-            found = sweep.sweep_folder(
-                folder,
-                journal=self.engine.journal,
-                pipeline=self.engine.pipeline,
-                stop=self.engine.stop,
-            )
-        except StoppedError:
-            return
-        log.info(
-            "scanned %s: %d file(s), %d unchanged, %d queued",
-            folder.path,
-            found.files,
-            found.unchanged,
-            found.queued,
+    def _refused(self, exc: errors.CredentialsError) -> None:
+        """A worker got 401: everything is parked; the loop asks again every few minutes."""
+        self._note(
+            None,
+            "key_refused",
+            f"FLORA refused the API key ({exc.code}): uploads paused; fix the key, then "
+            "reload (systemctl reload florasync, or SIGHUP)",
+            level=logging.ERROR,
         )
+        self._next_key_probe = self._clock() + KEY_PROBE_SECONDS
+        self._wake.set()
 
-    def _walk_new_dir(self, folder: FolderConfig, reldir: str) -> None:
-        """A directory appeared: its files may predate its watch, so walk it at once."""
-        rules = FolderRules(tuple(folder.include), tuple(folder.exclude))
+    def _probe_key(self) -> None:
         try:
-            for cand in scanner.scan(
-                folder.path, rules=rules, recursive=True, start=reldir, stop=self.engine.stop
-            ):
-                self.engine.pipeline.offer(str(cand.path), folder)
-        except StoppedError:
+            self.engine.client().probe_workspaces()
+        except errors.CredentialsError:
+            self._next_key_probe = self._clock() + KEY_PROBE_SECONDS
             return
+        except errors.ApiError:
+            self._next_key_probe = self._clock() + 60.0
+            return
+        resumed = self.engine.pipeline.resume()
+        self._note(None, "key_accepted", f"the API key is accepted again; {resumed} file(s) resume")
+
+    # -- reload -------------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        """Re-read config and key; a bad config is rejected and the running one kept."""
+        self.notifier.reloading()
+        try:
+            new = config.load(self.rt.path, self.rt.env)
+            config.check_folders(new)
+            key = config.load_api_key(new, self.rt.env)
+            logs.register_secret(key.reveal())
+        except errors.FlorasyncError as exc:
+            self._note(
+                None,
+                "reload_rejected",
+                f"new configuration rejected, the running one stays: {exc}",
+                level=logging.ERROR,
+            )
+            self.notifier.ready(self._status_line())
+            return
+        old = self.rt.cfg
+        if later := _restart_only_changes(old, new):
+            log.warning("changed settings that take effect after a restart: %s", ", ".join(later))
+        self.rt.cfg = old.model_copy(update=_live_settings(new))
+        self.engine.set_api_key(key)
+        self._rearm([f for f in new.folders if f not in old.folders])
+        removed = [f for f in old.folders if f not in new.folders]
+        added = len(new.folders) - len(old.folders) + len(removed)
+        self._note(
+            None,
+            "reloaded",
+            f"configuration reloaded: {added} folder(s) added, {len(removed)} removed",
+        )
+        self._next_key_probe = 0.0
+        self.notifier.ready(self._status_line())
+
+    def _rearm(self, added: list[FolderConfig]) -> None:
+        self.watcher.stop()
+        self.sweeper.clear()
+        self.watcher = self._new_watcher()
+        self._arm()
+        for index, folder in enumerate(self.rt.cfg.folders):
+            if folder in added:
+                self.sweeper.request(index, "folder added by reload")
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _callbacks(self) -> Callbacks:
-        return Callbacks(
+    def _new_watcher(self) -> Watcher:
+        callbacks = Callbacks(
             offer=self._offer,
-            walk=self._walk_new_dir,
+            walk=self.sweeper.walk_new_dir,
             forget=self._forget,
-            rescan=self.request_sweep,
+            rescan=self.sweeper.request,
         )
-
-    def _forget(self, path: str) -> None:
-        self.engine.journal.forget_files([path])
+        if self._observer_factory is None:
+            return Watcher(self.rt.cfg.folders, callbacks, stop=self.engine.stop)
+        return Watcher(
+            self.rt.cfg.folders,
+            callbacks,
+            stop=self.engine.stop,
+            observer_factory=self._observer_factory,
+        )
 
     def _offer(self, path: str, folder: FolderConfig, closed: bool) -> None:
         self.engine.pipeline.offer(path, folder, closed=closed)
+
+    def _forget(self, path: str) -> None:
+        self.engine.journal.forget_files([path])
 
     def _polled_folders(self) -> set[int]:
         polled = set()
@@ -299,33 +394,12 @@ class Daemon:
                 )
         return polled
 
-    def _check_watch_limit(self) -> None:
-        """watchdog swallows the watch limit for subdirectories: count what inotify holds."""
-        held = count_inotify_watches()
-        if held is None:
-            return
-        needed = sum(
-            count_dirs(str(f.path), f.recursive)
-            for i, f in enumerate(self.rt.cfg.folders)
-            if not self.watcher.is_polled(i)
-        )
-        if held < needed:
-            for index, folder in enumerate(self.rt.cfg.folders):
-                if not self.watcher.is_polled(index) and folder.recursive:
-                    self.watcher.unwatch(index)
-                    self._next_poll[index] = self._clock()
-            self._note(
-                None,
-                "watch_limit",
-                f"only {held} of {needed} directories could be watched: raise "
-                "`sysctl fs.inotify.max_user_watches` (and in /etc/sysctl.d/); "
-                "polling recursive folders meanwhile",
-                level=logging.ERROR,
-            )
-
     def _folder_of(self, path: str) -> FolderConfig | None:
         matches = [f for f in self.rt.cfg.folders if path.startswith(str(f.path) + "/")]
         return max(matches, key=lambda f: len(str(f.path)), default=None)
+
+    def _note_folder(self, index: int, kind: str, message: str) -> None:
+        self._note(index, kind, message, level=logging.WARNING)
 
     def _note(
         self, index: int | None, kind: str, message: str, *, level: int = logging.INFO
@@ -333,3 +407,24 @@ class Daemon:
         folder = None if index is None else str(self.rt.cfg.folders[index].path)
         log.log(level, "%s%s", f"{folder}: " if folder else "", message)
         self.engine.journal.note_event(folder, kind, message)
+
+
+_LIVE_KEYS = ("folders", "poll_interval_seconds", "rescan_interval_seconds")
+
+
+def _live_settings(new: config.Config) -> dict[str, object]:
+    """What a reload applies at once: the folder list and the scan intervals."""
+    return {key: getattr(new, key) for key in _LIVE_KEYS}
+
+
+def _restart_only_changes(old: config.Config, new: config.Config) -> list[str]:
+    """Changed keys that a running daemon cannot apply (the key itself is applied)."""
+    skip = {*_LIVE_KEYS}
+    old_api = old.api.model_dump(exclude={"api_key_env", "api_key_file"})
+    new_api = new.api.model_dump(exclude={"api_key_env", "api_key_file"})
+    changed = [
+        k
+        for k in type(new).model_fields
+        if k not in skip | {"api"} and getattr(old, k) != getattr(new, k)
+    ]
+    return changed + (["api"] if old_api != new_api else [])

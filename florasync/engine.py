@@ -8,13 +8,15 @@ imports requests.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from florasync import sweep
+from florasync import errors, sweep
 from florasync.journal import Journal, RunLock
 from florasync.pipeline import Pipeline, Progress
 from florasync.runtime import Runtime
+from florasync.secret import Secret
 from florasync.transfer import Transfer
 
 if TYPE_CHECKING:
@@ -28,9 +30,16 @@ class Engine:
     """
 
     def __init__(
-        self, rt: Runtime, *, retry_deferred: bool, progress: Progress | None = None
+        self,
+        rt: Runtime,
+        *,
+        retry_deferred: bool,
+        progress: Progress | None = None,
+        on_refused: Callable[[errors.CredentialsError], None] | None = None,
+        client_hooks: Mapping[str, object] | None = None,
     ) -> None:
         self.rt = rt
+        self._client_hooks = dict(client_hooks or {})
         self.stop: threading.Event = rt.stop
         rt.api_key()  # a missing key is a config error before anything else happens
         self.journal = Journal.open(rt.cfg.state_dir)
@@ -52,6 +61,7 @@ class Engine:
             settle_seconds=rt.cfg.settle_seconds,
             max_file_bytes=rt.cfg.max_file_bytes,
             retry_deferred=retry_deferred,
+            on_refused=on_refused,
             progress=progress,
         )
 
@@ -84,10 +94,21 @@ class Engine:
     ) -> None:
         self.close()
 
+    def client(self) -> api.FloraClient:
+        """The API client (built on first use, shared with the workers)."""
+        self.pipeline.transfer()
+        assert self._client is not None  # noqa: S101 -- built by _make_transfer
+        return self._client
+
+    def set_api_key(self, key: Secret) -> None:
+        """Use a new key (SIGHUP after a rotation) from the next request on."""
+        if self._client is not None:
+            self._client.set_api_key(key)
+
     def _make_transfer(self) -> Transfer:
         from florasync import api
 
-        self._client = self.rt.client()
+        self._client = self.rt.client(**self._client_hooks)
         self._target = api.UploadTarget(timeouts=self.rt.timeouts(), stop=self.stop)
         return Transfer(
             workspace_id=self.rt.cfg.workspace_id,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from florasync import errors, identity
+from florasync import after_upload, errors, identity
 from florasync.catalog import Catalog
 from florasync.config import FolderConfig
 from florasync.identity import FileStat
@@ -34,6 +34,7 @@ from florasync.transfer import Job, Outcome, Result, Transfer
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_SYNCED = frozenset({Outcome.UPLOADED, Outcome.ATTACHED, Outcome.UNCHANGED})
 _WAKE = object()  # put in a queue to wake its consumer
 
 MAX_RESETTLES = 6  # a file that changes under us this often is reported, not chased forever
@@ -115,6 +116,7 @@ class Pipeline:
         settle_seconds: float = 2.0,
         max_file_bytes: int | None = None,
         retry_deferred: bool = False,
+        on_refused: Callable[[errors.CredentialsError], None] | None = None,
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -126,6 +128,9 @@ class Pipeline:
         self._workers = workers
         self._max_file_bytes = max_file_bytes
         self._retry_deferred = retry_deferred
+        self._on_refused = on_refused
+        self.refused: errors.CredentialsError | None = None
+        self._parked: list[tuple[Item, Job]] = []
         self.progress: Progress = progress or NoProgress()
         self._clock = clock
         self._hash_q: queue.Queue[Item] = queue.Queue(maxsize=max(64, workers * 16))
@@ -270,7 +275,7 @@ class Pipeline:
     def _examine(self, item: Item) -> None:
         if not item.classified:
             verdict = self._catalog.classify(item.path, item.stat, item.folder.project_id)
-            if verdict.unchanged:
+            if verdict.unchanged and not after_upload.wants_action(item.folder):
                 self._finish(item, Outcome.UNCHANGED, item.path, None)
                 return
             item = replace(item, digest=verdict.digest, classified=True)
@@ -291,9 +296,6 @@ class Pipeline:
                 self._resettle(item)
                 return
             digest = content.digest
-        self._journal.record_file(
-            FileEntry(item.path, str(item.folder.path), item.folder.project_id, stat, digest)
-        )
         job = Job(
             item.path,
             str(item.folder.path),
@@ -319,7 +321,28 @@ class Pipeline:
                     self._busy -= 1
                     self._mutex.notify_all()
 
+    def resume(self) -> int:
+        """The key works again: put the jobs parked by a 401 back in the queue."""
+        with self._mutex:
+            self.refused = None
+            parked, self._parked = self._parked, []
+        for entry in parked:
+            self._put(self._job_q, entry)
+        return len(parked)
+
+    def _park(self, item: Item, job: Job, exc: errors.CredentialsError) -> None:
+        """Daemon mode: a refused key parks the job (no retry storm) until ``resume``."""
+        with self._mutex:
+            first = self.refused is None
+            self.refused = exc
+            self._parked.append((item, job))
+        if first and self._on_refused is not None:
+            self._on_refused(exc)
+
     def _run_job(self, item: Item, job: Job) -> None:
+        if self.refused is not None:
+            self._park(item, job, self.refused)
+            return
         if self._clock() < self._paused_until:
             self._defer(
                 item,
@@ -336,6 +359,11 @@ class Pipeline:
         with self._content_lock(job.digest):
             try:
                 result = self._transfer_for().run(job)
+            except errors.CredentialsError as exc:
+                if self._on_refused is None:
+                    raise  # one-shot: fatal for the whole process (exit 3)
+                self._park(item, job, exc)
+                return
             except errors.PaymentRequiredError as exc:
                 self._pause(exc)
                 result = Result(
@@ -352,7 +380,21 @@ class Pipeline:
             self._defer(item, job, result)
         else:
             self._log_outcome(job, result, seconds)
+            if result.outcome in _SYNCED and after_upload.wants_action(item.folder):
+                self._after_upload(item, job)
             self._finish(item, result.outcome, job.path, result)
+
+    def _after_upload(self, item: Item, job: Job) -> None:
+        """The folder's keep/delete/move, now that the attach is confirmed."""
+        try:
+            done = after_upload.apply(item.folder, job.path, job.digest)
+        except errors.LocalFileError as exc:
+            log.warning("%s", exc)
+            self._journal.note_event(str(item.folder.path), exc.code, str(exc))
+            return
+        if done is not None:
+            log.info("%s: %s (after_upload)", job.path, done)
+            self._journal.forget_files([job.path])
 
     def _defer(self, item: Item, job: Job, result: Result) -> None:
         log.warning(
@@ -379,6 +421,10 @@ class Pipeline:
                 exc.message,
                 PAYMENT_PAUSE_SECONDS,
             )
+
+    def transfer(self) -> Transfer:
+        """The transfer (and with it the API client), built on first use."""
+        return self._transfer_for()
 
     def _transfer_for(self) -> Transfer:
         with self._mutex:
@@ -469,12 +515,30 @@ class Pipeline:
                 self.summary.failures.append((path, result.code or "", result.message or ""))
 
     def _log_outcome(self, job: Job, result: Result, seconds: float) -> None:
+        """One line per file; ``fields`` carries the same facts for JSON logs."""
+        fields: dict[str, object] = {
+            "outcome": str(result.outcome),
+            "path": job.path,
+            "project_id": job.project_id,
+            "asset_id": result.asset_id,
+            "bytes": job.size_bytes,
+            "duration_s": round(seconds, 3),
+        }
         if result.outcome == Outcome.FAILED:
+            fields["code"] = result.code
             log.warning(
-                "failed %s -> %s: %s (%s)", job.path, job.project_id, result.message, result.code
+                "failed %s -> %s: %s (%s)",
+                job.path,
+                job.project_id,
+                result.message,
+                result.code,
+                extra={"fields": fields},
             )
             return
-        log.info(
+        # an unchanged file is no news (a rescan re-offers thousands): debug only
+        level = logging.DEBUG if result.outcome == Outcome.UNCHANGED else logging.INFO
+        log.log(
+            level,
             "%s %s -> %s asset=%s bytes=%d in %.2fs",
             result.outcome,
             job.path,
@@ -482,10 +546,13 @@ class Pipeline:
             result.asset_id,
             job.size_bytes,
             seconds,
+            extra={"fields": fields},
         )
 
     def _put(self, q: queue.Queue[_T], value: _T) -> bool:
-        while not self.stop.is_set():
+        """Put, waiting while the queue is full; give up once closing (the consumers are gone:
+        waiting would deadlock the producer, e.g. a scan, and with it the shutdown)."""
+        while not self.stop.is_set() and not self._closing.is_set():
             try:
                 q.put(value, timeout=_POLL_SECONDS)
             except queue.Full:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from florasync import config, retrying
+from florasync import config, logs, retrying
 from florasync.secret import Secret
 
 if TYPE_CHECKING:
@@ -32,8 +32,13 @@ class Runtime:
     gate: retrying.RateGate = field(default_factory=retrying.RateGate)
 
     def api_key(self) -> Secret:
-        """The API key (raises ConfigError naming where it was expected)."""
-        return config.load_api_key(self.cfg, self.env)
+        """The API key (raises ConfigError naming where it was expected).
+
+        The key is registered with the log filter, so no log line can carry it.
+        """
+        key = config.load_api_key(self.cfg, self.env)
+        logs.register_secret(key.reveal())
+        return key
 
     def timeouts(self) -> api.Timeouts:
         from florasync import api

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from florasync import scanner
+from florasync import after_upload, scanner
 from florasync.catalog import Catalog
 from florasync.config import FolderConfig
 from florasync.journal import FileEntry, Journal
@@ -56,7 +56,7 @@ def sweep_folder(
         count.files += 1
         path = str(cand.path)
         verdict = catalog.classify(path, cand.stat, folder.project_id)
-        if verdict.unchanged:
+        if verdict.unchanged and not after_upload.wants_action(folder):
             count.unchanged += 1
             pipeline.note(Outcome.UNCHANGED, cand.stat.size)
         elif pipeline.offer(path, folder, stat=cand.stat, digest=verdict.digest, classified=True):

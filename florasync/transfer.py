@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from florasync import errors, lifecycle
 from florasync.identity import FileStat
-from florasync.journal import Journal
+from florasync.journal import FileEntry, Journal
 from florasync.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState, Source, Step
 from florasync.models import Asset
 
@@ -98,7 +98,8 @@ class Transfer:
 
     def run(self, job: Job) -> Result:
         """Bring ``job`` to attached, or as far as possible; the journal holds where it stopped."""
-        asset, link = self._journal.ensure(self._new_asset(job), self._new_link(job))
+        entry = FileEntry(job.path, job.folder, job.project_id, job.stat, job.digest)
+        asset, link = self._journal.ensure(self._new_asset(job), self._new_link(job), entry)
         if link.state == LinkState.ATTACHED:
             return Result(Outcome.UNCHANGED, asset.asset_id)
         fresh = asset.state != AssetState.READY
@@ -205,7 +206,9 @@ class Transfer:
         instructions = rec.upload
         assert instructions is not None  # noqa: S101 -- next_asset_step only pushes with them
         _require_unchanged(job)
-        self._journal.begin(lifecycle.push_started(rec))  # the token is spent from here on
+        # written before the first byte leaves (survives kill -9); not synced: if a power loss
+        # drops it, the push is retried with the spent token, refused, and renewed (§10.3)
+        self._journal.record(lifecycle.push_started(rec))
         try:
             self._target.upload(
                 instructions,
@@ -227,7 +230,8 @@ class Transfer:
         except errors.FileChangedError:
             self._save(lifecycle.push_rejected(rec, self._clock()))  # never complete other bytes
             raise
-        return self._save(lifecycle.push_done(rec))
+        # not journaled: UPLOADING (journaled before the push) already leads to COMPLETE
+        return lifecycle.push_done(rec)
 
     def _complete(self, rec: AssetRecord) -> AssetRecord:
         asset_id = _asset_id(rec)

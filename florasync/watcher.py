@@ -29,6 +29,7 @@ from florasync.rules import FolderRules
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT_SECONDS = 10.0
 MAX_PENDING = 100_000  # beyond this, events are dropped and the folder is rescanned instead
 _OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
@@ -126,6 +127,7 @@ class Watcher:
             for i, f in enumerate(folders)
         ]
         self._drain_thread: threading.Thread | None = None
+        self._closed = threading.Event()
         self._overflow = _OverflowHook(self)
         self.restarts = 0
 
@@ -135,25 +137,32 @@ class Watcher:
         """Arm watches (except for ``polled`` folders); return folders that fell back to polling."""
         self._overflow.install()
         self._observer = self._observer_factory()
+        # start first: a running observer starts each emitter inside schedule(), so a folder's
+        # inotify error (ENOSPC...) surfaces there, per folder, instead of in start() for all
+        self._observer.start()
         fallbacks = []
         for w in self._watched:
             w.polled = w.index in polled
             if not w.polled and (problem := self._schedule(w)) is not None:
                 w.polled = True
                 fallbacks.append((w.index, problem))
-        self._observer.start()
         self._start_drain()
         return fallbacks
 
     def stop(self) -> None:
+        self._closed.set()
         self._overflow.remove()
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join()
+            if self._observer.is_alive():
+                # bounded: a stop must not hang on watchdog internals (its threads are daemons)
+                self._observer.join(timeout=STOP_TIMEOUT_SECONDS)
+                if self._observer.is_alive():
+                    log.warning("the watchdog observer did not stop in time; leaving it")
         with self._pending.cond:
             self._pending.cond.notify_all()
         if self._drain_thread is not None:
-            self._drain_thread.join()
+            self._drain_thread.join(timeout=STOP_TIMEOUT_SECONDS)
 
     def is_healthy(self) -> bool:
         """The observer, its emitters and the drain thread are alive."""
@@ -172,11 +181,11 @@ class Watcher:
             if old.is_alive():
                 old.join(timeout=5.0)
         self._observer = self._observer_factory()
+        self._observer.start()
         for w in self._watched:
             w.watch = None
             if not w.polled and self._schedule(w) is not None:
                 w.polled = True
-        self._observer.start()
         if self._drain_thread is None or not self._drain_thread.is_alive():
             self._start_drain()
         self.restarts += 1
@@ -206,6 +215,27 @@ class Watcher:
 
     def is_polled(self, index: int) -> bool:
         return self._watched[index].polled
+
+    def check_watch_limit(self) -> str | None:
+        """watchdog swallows the watch limit for subdirectories: count what inotify holds.
+
+        When some directories could not be watched, every recursive watched folder falls back
+        to polling; returns the message to report (naming the sysctl), else None.
+        """
+        held = count_inotify_watches()
+        watched = [w for w in self._watched if not w.polled]
+        needed = sum(count_dirs(w.root, w.folder.recursive) for w in watched)
+        if held is None or held >= needed:
+            return None
+        for w in watched:
+            if w.folder.recursive:
+                self.unwatch(w.index)
+                w.polled = True
+        return (
+            f"only {held} of {needed} directories could be watched: raise "
+            "`sysctl fs.inotify.max_user_watches` (and in /etc/sysctl.d/); "
+            "polling recursive folders meanwhile"
+        )
 
     def watched_roots(self) -> list[str]:
         return [w.root for w in self._watched if w.watch is not None]
@@ -241,9 +271,9 @@ class Watcher:
         return bool(hint & Hint.GONE) or watched.rules.is_wanted(relpath)
 
     def _drain(self) -> None:
-        while not self._stop.is_set():
+        while not (self._stop.is_set() or self._closed.is_set()):
             for path, (index, hint) in self._pending.take(timeout=0.5).items():
-                if self._stop.is_set():
+                if self._stop.is_set() or self._closed.is_set():
                     return
                 self._act(path, self._watched[index], hint)
 

@@ -70,17 +70,15 @@ class SyncEnv:
     def scan(self, **kw: Any) -> subprocess.CompletedProcess[str]:
         return self.cli("run", "--scan", **kw)
 
-    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[str]:
+    def popen(
+        self, *args: str, extra_env: dict[str, str] | None = None, **kw: Any
+    ) -> subprocess.Popen[str]:
         """Start florasync without waiting (for signals and kill -9)."""
         argv = cli_command(args[0], "-c", str(self.config), *args[1:])
-        return subprocess.Popen(
-            argv,
-            env=cli_env(self.sb.api_key),
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            **kw,
-        )
+        env = cli_env(self.sb.api_key, extra_env)
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(argv, env=env, text=True, **kw)
 
     @staticmethod
     def kill(proc: subprocess.Popen[str]) -> tuple[str, str]:

@@ -206,3 +206,18 @@ def test_readers_do_not_block_a_writer(tmp_path: Path) -> None:
     finally:
         writer.close()
         reader.close()
+
+
+def test_import_synced_in_bulk(j: Journal) -> None:
+    """Bulk-imported synced files count as synced and are found by the stat cache."""
+    entries = (
+        (
+            FileEntry(f"/w/d{n % 10}/{n}.png", "/w", "prj_1", FileStat(1, n, 5, 5, 5), f"{n:064d}"),
+            AssetRecord(WS, f"{n:064d}", 5, f"{n}.png", "image/png", AssetState.READY, f"a_{n}"),
+            LinkRecord(WS, f"{n:064d}", "prj_1", LinkState.ATTACHED, node_id=f"node_{n}"),
+        )
+        for n in range(25_000)
+    )
+    assert j.import_synced(entries) == 25_000
+    assert j.file_counts(WS) == [("/w", "prj_1", "synced", 25_000)]
+    assert j.dir_entries(WS, "/w/d3")["13.png"].link_state == LinkState.ATTACHED

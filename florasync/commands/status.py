@@ -42,6 +42,7 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
         "assets": {},
         "links": {},
         "failures": [],
+        "events": [],
     }
     if not journal.exists(cfg.state_dir):
         return report
@@ -66,6 +67,7 @@ def _fill(report: dict[str, Any], j: journal.Journal, workspace_id: str, limit: 
     report["failures"] = [
         failure | {"at": _iso(failure["at"])} for failure in j.failures(workspace_id, limit)
     ]
+    report["events"] = [event | {"at": _iso(event["at"])} for event in j.recent_events(limit)]
 
 
 def _folder_row(path: str, project_id: str, *, configured: bool = True) -> dict[str, Any]:
@@ -96,6 +98,11 @@ def render(report: dict[str, Any]) -> str:
     if report["assets"]:
         lines.append("assets:    " + _counts(report["assets"]))
         lines.append("attached:  " + _counts(report["links"]))
+    if report["events"]:
+        lines.append("watcher events (newest first):")
+        for e in report["events"]:
+            where = f"{e['folder']}: " if e["folder"] else ""
+            lines.append(f"  {e['at']}  {where}{e['message']} ({e['kind']})")
     if report["failures"]:
         lines.append("recent failures (newest first):")
         for f in report["failures"]:

@@ -76,11 +76,20 @@ class Idempotency:
     def _remember(self, record_key: str, digest: str, reply: Reply) -> None:
         store = self._ctx.store
         with store.mutate():
-            for old_key in [k for k, r in store.idempotency.items() if self._expired(r)]:
-                del store.idempotency[old_key]
+            self._forget_expired(store.idempotency)
+            store.idempotency.pop(record_key, None)  # re-inserted at the end: order = age
             store.idempotency[record_key] = IdempotencyRecord(
                 self._ctx.clock(), digest, reply.status, reply.body, dict(reply.headers)
             )
+
+    def _forget_expired(self, records: dict[str, IdempotencyRecord]) -> None:
+        """Drop expired keys, oldest first: the dict is in insertion (= age) order, so this
+        stops at the first live one instead of scanning every key on every request."""
+        while records:
+            oldest = next(iter(records))
+            if not self._expired(records[oldest]):
+                return
+            del records[oldest]
 
     def _expired(self, record: IdempotencyRecord) -> bool:
         return self._ctx.clock() - record.at > self._ctx.faults.idempotency_window()
