@@ -17,7 +17,7 @@ from types import FrameType
 
 from watchdog.observers.api import BaseObserver
 
-from florasync import config, errors, logs, mounts, runtime
+from florasync import config, credentials, errors, logs, mounts, runtime
 from florasync.config import FolderConfig
 from florasync.engine import Engine
 from florasync.errors import ExitCode
@@ -319,7 +319,7 @@ class Daemon:
         try:
             new = config.load(self.rt.path, self.rt.env)
             config.check_folders(new)
-            key = config.load_api_key(new, self.rt.env)
+            key = credentials.load_api_key(new, self.rt.env)
             logs.register_secret(key.reveal())
         except errors.FlorasyncError as exc:
             self._note(

@@ -13,8 +13,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from florasync import errors, sweep
-from florasync.journal import Journal, RunLock
+from florasync.journal import Journal
 from florasync.pipeline import Pipeline, Progress
+from florasync.runlock import RunLock
 from florasync.runtime import Runtime
 from florasync.secret import Secret
 from florasync.transfer import Transfer

@@ -8,7 +8,6 @@ or watchdog.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import queue
@@ -24,13 +23,13 @@ from florasync import errors, lifecycle
 from florasync.identity import FileStat
 from florasync.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
 from florasync.models import UploadInstructions
+from florasync.runlock import RunLock
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DB_NAME = "journal.sqlite3"
-LOCK_NAME = "run.lock"
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -99,37 +98,6 @@ class CachedFile:
     link_state: str | None
 
 
-class RunLock:
-    """An exclusive lock on the state dir held for the life of a ``run``.
-
-    Raises:
-        errors.AlreadyRunningError: another process holds it (its pid is in the message).
-    """
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / LOCK_NAME
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(self._fd)
-            os.close(self._fd)
-            raise errors.AlreadyRunningError(pid, str(self.path)) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = -1
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 class Journal:
     """The SQLite journal in ``state_dir``; one connection per thread, WAL mode.
 
@@ -161,6 +129,7 @@ class Journal:
             raise errors.JournalError(f"cannot create the state dir {state_dir}: {exc}") from None
 
     def lock_run(self) -> RunLock:
+        """Hold the state dir for one ``run`` (raises AlreadyRunningError naming the pid)."""
         return RunLock(self.state_dir)
 
     def close(self) -> None:
@@ -773,28 +742,6 @@ def _create_private(state_dir: Path, db_path: Path) -> None:
             path.chmod(0o600)
 
 
-def running_pid(state_dir: Path) -> int | None:
-    """The pid of the ``run`` holding ``state_dir``'s lock, or None when nothing runs."""
-    try:
-        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return _read_pid(fd) or -1
-    finally:
-        os.close(fd)  # also drops our shared lock, if we got it
-    return None
-
-
 def exists(state_dir: Path) -> bool:
     """Whether a journal was ever created in ``state_dir``."""
     return (state_dir / DB_NAME).exists()
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
-    except (OSError, ValueError):
-        return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from florasync import config, logs, retrying
+from florasync import config, credentials, logs, retrying
 from florasync.secret import Secret
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class Runtime:
 
         The key is registered with the log filter, so no log line can carry it.
         """
-        key = config.load_api_key(self.cfg, self.env)
+        key = credentials.load_api_key(self.cfg, self.env)
         logs.register_secret(key.reveal())
         return key
 

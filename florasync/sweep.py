@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from florasync import after_upload, scanner
 from florasync.catalog import Catalog
 from florasync.config import FolderConfig
+from florasync.errors import StoppedError
 from florasync.journal import FileEntry, Journal
 from florasync.lifecycle import Failure
 from florasync.pipeline import Pipeline
@@ -50,23 +51,40 @@ def sweep_folder(
         _record_problem(journal, pipeline, folder, problem)
 
     rules = FolderRules(include=tuple(folder.include), exclude=tuple(folder.exclude))
-    for cand in scanner.scan(
+    candidates = scanner.scan(
         folder.path, rules=rules, recursive=folder.recursive, on_problem=on_problem, stop=stop
-    ):
-        count.files += 1
-        path = str(cand.path)
-        verdict = catalog.classify(path, cand.stat, folder.project_id)
-        if verdict.unchanged and not after_upload.wants_action(folder):
-            count.unchanged += 1
-            pipeline.note(Outcome.UNCHANGED, cand.stat.size)
-        elif pipeline.offer(path, folder, stat=cand.stat, digest=verdict.digest, classified=True):
-            count.queued += 1
-        else:
-            return count  # closing: leave the rest for the next start
+    )
+    try:
+        for cand in candidates:
+            if not _take(cand, folder, catalog, pipeline, count):
+                return count  # closing: leave the rest for the next start
+    except StoppedError:
+        return count  # stopped (a signal, a refused key): whoever stopped us says why
     if not stop.is_set() and not pipeline.is_closing:
         catalog.finish()
         journal.forget_dirs_except(root, catalog.dirs_seen | {root})
     return count
+
+
+def _take(
+    cand: scanner.Candidate,
+    folder: FolderConfig,
+    catalog: Catalog,
+    pipeline: Pipeline,
+    count: SweepCount,
+) -> bool:
+    """Count or queue one candidate; False when the pipeline no longer takes work."""
+    count.files += 1
+    path = str(cand.path)
+    verdict = catalog.classify(path, cand.stat, folder.project_id)
+    if verdict.unchanged and not after_upload.wants_action(folder):
+        count.unchanged += 1
+        pipeline.note(Outcome.UNCHANGED, cand.stat.size)
+        return True
+    if not pipeline.offer(path, folder, stat=cand.stat, digest=verdict.digest, classified=True):
+        return False
+    count.queued += 1
+    return True
 
 
 def _record_problem(

@@ -101,12 +101,9 @@ class Sweeper:
         if reason not in ROUTINE:
             self._note(index, "rescan", reason)
         engine = self._engine
-        try:
-            found = sweep.sweep_folder(
-                folder, journal=engine.journal, pipeline=engine.pipeline, stop=engine.stop
-            )
-        except StoppedError:
-            return
+        found = sweep.sweep_folder(
+            folder, journal=engine.journal, pipeline=engine.pipeline, stop=engine.stop
+        )
         log.info(
             "scanned %s: %d file(s), %d unchanged, %d queued",
             folder.path,

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from florasync import config
+from florasync import config, credentials
 from florasync.errors import ConfigError, ExitCode, InsecureTransportError
 from florasync.secret import Secret
 
@@ -302,7 +302,7 @@ def _act(case: Bad, path: Path, env: Mapping[str, str]) -> object:
     if case.action == "folders":
         config.check_folders(cfg)
     if case.action == "api_key":
-        return config.load_api_key(cfg, env)
+        return credentials.load_api_key(cfg, env)
     return cfg
 
 
@@ -624,7 +624,7 @@ def test_key_from_the_environment(base: Path, env: dict[str, str]) -> None:
     """By default the key is read from $FLORA_API_KEY, surrounding whitespace stripped."""
     env["FLORA_API_KEY"] = f"  {KEY}\n"
     cfg = config.load(write(base / "c.yaml", doc()), env)
-    assert config.load_api_key(cfg, env).reveal() == KEY
+    assert credentials.load_api_key(cfg, env).reveal() == KEY
 
 
 def test_key_from_the_variable_named_by_api_key_env(base: Path, env: dict[str, str]) -> None:
@@ -632,7 +632,7 @@ def test_key_from_the_variable_named_by_api_key_env(base: Path, env: dict[str, s
     env["MY_FLORA_KEY"] = KEY
     del env["FLORA_API_KEY"]
     cfg = config.load(write(base / "c.yaml", doc(api={"api_key_env": "MY_FLORA_KEY"})), env)
-    assert config.load_api_key(cfg, env).reveal() == KEY
+    assert credentials.load_api_key(cfg, env).reveal() == KEY
 
 
 def test_key_file_0600_wins_over_the_environment(base: Path, env: dict[str, str]) -> None:
@@ -640,7 +640,7 @@ def test_key_file_0600_wins_over_the_environment(base: Path, env: dict[str, str]
     key_file(base, content=f"{KEY}\n")
     env["FLORA_API_KEY"] = "sk_test_other"
     cfg = config.load(write(base / "c.yaml", doc(api={"api_key_file": "key.txt"})), env)
-    assert config.load_api_key(cfg, env).reveal() == KEY
+    assert credentials.load_api_key(cfg, env).reveal() == KEY
 
 
 def test_credentials_directory_wins_over_file_and_environment(
@@ -652,7 +652,7 @@ def test_credentials_directory_wins_over_file_and_environment(
     key_file(base / "creds", content=KEY, mode=0o440, name="flora_api_key")
     env["CREDENTIALS_DIRECTORY"] = str(base / "creds")
     cfg = config.load(write(base / "c.yaml", doc(api={"api_key_file": "key.txt"})), env)
-    assert config.load_api_key(cfg, env).reveal() == KEY
+    assert credentials.load_api_key(cfg, env).reveal() == KEY
 
 
 def test_empty_credentials_directory_falls_back(base: Path, env: dict[str, str]) -> None:
@@ -660,13 +660,13 @@ def test_empty_credentials_directory_falls_back(base: Path, env: dict[str, str])
     (base / "creds").mkdir()
     env["CREDENTIALS_DIRECTORY"] = str(base / "creds")
     cfg = config.load(write(base / "c.yaml", doc()), env)
-    assert config.load_api_key(cfg, env).reveal() == KEY
+    assert credentials.load_api_key(cfg, env).reveal() == KEY
 
 
 def test_key_is_masked_in_repr_and_str(base: Path, env: dict[str, str]) -> None:
     """The loaded key prints as Secret('***'), in a config dump too."""
     cfg = config.load(write(base / "c.yaml", doc()), env)
-    key = config.load_api_key(cfg, env)
+    key = credentials.load_api_key(cfg, env)
     assert isinstance(key, Secret)
     assert repr(key) == str(key) == "Secret('***')"
     assert KEY not in f"{key} {key!r} {[key]} {cfg!r}"

@@ -317,3 +317,32 @@ def test_lost_answers_are_recovered(env: SyncEnv, route: str, idempotency: str) 
     state = env.sb.state()
     assert_exactly_once(state, {a: env.projects[0], b: env.projects[1]})
     assert [x for x in state["assets"] if x["status"] != "ready"] == [], "no orphan asset"
+
+
+def test_progress_line_on_a_terminal(env: SyncEnv) -> None:
+    """On a terminal, run --scan draws a self-rewriting progress line with files and bytes."""
+    import pty
+
+    for n in range(5):
+        env.add(0, f"p{n}.png", 20_000)
+    main, sub = pty.openpty()
+    try:
+        proc = env.popen("run", "--scan", stderr=sub)
+        os.close(sub)
+        out, _ = proc.communicate(timeout=LONG_TIMEOUT)
+        chunks = []
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(main)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, out + screen
+    assert "\r" in screen
+    assert "5/5 files" in screen
+    assert "sent" in screen

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from florasync import errors, journal, lifecycle
+from florasync import errors, journal, lifecycle, runlock
 from florasync.identity import FileStat
 from florasync.journal import FileEntry, Journal
 from florasync.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
@@ -171,7 +171,7 @@ def test_second_run_is_refused_with_pid(tmp_path: Path) -> None:
             textwrap.dedent(f"""
             import sys, time
             from pathlib import Path
-            from florasync.journal import RunLock
+            from florasync.runlock import RunLock
             lock = RunLock(Path({str(state)!r}))
             print("locked", flush=True)
             sys.stdin.read()
@@ -184,13 +184,13 @@ def test_second_run_is_refused_with_pid(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "locked"
-        assert journal.running_pid(state) == holder.pid
+        assert runlock.running_pid(state) == holder.pid
         with pytest.raises(errors.AlreadyRunningError, match=f"pid {holder.pid}"):
-            journal.RunLock(state)
+            runlock.RunLock(state)
     finally:
         holder.communicate("", timeout=SHORT_TIMEOUT)
-    wait_until(lambda: journal.running_pid(state) is None, timeout=SHORT_TIMEOUT)
-    journal.RunLock(state).release()
+    wait_until(lambda: runlock.running_pid(state) is None, timeout=SHORT_TIMEOUT)
+    runlock.RunLock(state).release()
 
 
 def test_readers_do_not_block_a_writer(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from florasync import journal, runtime
+from florasync import journal, runlock, runtime
 from florasync.errors import ExitCode
 
 
@@ -35,7 +35,7 @@ def retry(*, config_path: str | None, paths: list[str]) -> ExitCode:
         print(f"not failed (nothing to retry): {path}")
     where = (
         "a running daemon picks them up"
-        if journal.running_pid(rt.cfg.state_dir)
+        if runlock.running_pid(rt.cfg.state_dir)
         else ("run `florasync run --scan` (or start the daemon) to sync them")
     )
     print(f"{len(reset)} file(s) put back in the queue; {where}")

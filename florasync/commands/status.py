@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from florasync import journal, runtime
+from florasync import journal, runlock, runtime
 from florasync.errors import ExitCode
 
 SCHEMA_VERSION = 1
@@ -31,7 +31,7 @@ def status(*, config_path: str | None, as_json: bool, failures: int = 20) -> Exi
 def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
     """The status report as plain data (the ``--json`` schema)."""
     cfg = rt.cfg
-    pid = journal.running_pid(cfg.state_dir)
+    pid = runlock.running_pid(cfg.state_dir)
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "config": str(rt.path),
