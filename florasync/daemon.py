@@ -8,6 +8,7 @@ key), SIGHUP reload, sd_notify, and a clean stop on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -99,6 +100,7 @@ class Daemon:
                     signal.signal(signum, handler)  # type: ignore[arg-type]
                 self.notifier.stopping()
                 self._shutdown()
+                faulthandler.cancel_dump_traceback_later()
         return self._exit_code
 
     def _install_signals(self) -> dict[int, object]:
@@ -108,6 +110,9 @@ class Daemon:
 
     def request_stop(self) -> None:
         """SIGTERM/SIGINT: stop taking work; requests in flight get the grace period."""
+        if not self._stopping.is_set():
+            # if stopping overruns the grace period, say where every thread is (stderr)
+            faulthandler.dump_traceback_later(self.grace_seconds + 20, exit=False)
         self._stopping.set()
         self.engine.pipeline.begin_close()
         self._wake.set()

@@ -24,6 +24,9 @@ class Notifier:
         self._sock: socket.socket | None = None
         if self._address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # never block: a datagram socket blocks the sender once ~10 messages are unread
+            # (net.unix.max_dgram_qlen); a slow reader must not freeze the main loop
+            self._sock.setblocking(False)
         self.watchdog_interval = _watchdog_interval(env)
         self._last_status = ""
 
@@ -54,6 +57,8 @@ class Notifier:
             return
         try:
             self._sock.sendto("\n".join(lines).encode(), self._address)
+        except BlockingIOError:
+            log.debug("sd_notify queue full; dropped %s", lines[0])
         except OSError as exc:  # the manager went away: nothing to tell
             log.debug("sd_notify failed: %s", exc)
 

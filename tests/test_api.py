@@ -366,6 +366,7 @@ def test_large_upload_streams_in_bounded_memory(sandbox: Sandbox, tmp_path: Path
         check=True,
     )
     growth = int(result.stdout.strip())
+    print(f"300 MB upload grew the uploading process by {growth / 2**20:.1f} MiB")
     assert growth < 64 * 1024 * 1024, f"uploading grew RSS by {growth / 2**20:.1f} MiB"
     with _client(sandbox) as c:
         assert c.complete_asset(asset.asset_id).is_ready
