@@ -8,15 +8,14 @@ files that disappeared; the watcher asks per path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from florasync.identity import FileStat
 from florasync.journal import CachedFile, Journal
 from florasync.lifecycle import LinkState
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """What the stat cache knows of a candidate file."""
 
     digest: str | None  # the content, when the stat proves it has not changed

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from florasync import errors, lifecycle
 from florasync.identity import FileStat
@@ -86,9 +86,11 @@ class FileEntry:
         return self.path.rpartition("/")[2]
 
 
-@dataclass(frozen=True, slots=True)
-class CachedFile:
-    """What the journal knows of a path: its stat cache entry and its attachment state."""
+class CachedFile(NamedTuple):
+    """What the journal knows of a path: its stat cache entry and its attachment state.
+
+    A named tuple: a rescan builds one per known file.
+    """
 
     path: str
     project_id: str

@@ -16,28 +16,30 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from florasync import errors, identity, rules
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A wanted regular file: the folder, its path relative to it and its stat.
+class Candidate(NamedTuple):
+    """A wanted regular file: its absolute path, its path relative to the folder, its stat.
 
-    For a symlink inside the folder, ``stat`` is the target's. ``path`` is built on demand:
-    a rescan of unchanged files should not pay for 100k ``Path`` objects nobody reads.
+    ``abspath`` is the path as under the folder (symlinks not resolved), the string the walk
+    already built; ``path`` makes a ``Path`` of it on demand: a rescan of unchanged files
+    should not pay for 100k ``Path`` objects nobody reads. For a symlink inside the folder,
+    ``stat`` is the target's.
     """
 
-    root: Path
+    abspath: str
     relpath: str
     stat: identity.FileStat
 
     @property
     def path(self) -> Path:
-        """The absolute path as under the folder (symlinks not resolved)."""
-        return self.root / self.relpath
+        """``abspath`` as a ``Path``."""
+        return Path(self.abspath)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +174,7 @@ class _Walker:
                 self._push_dir(entry, directory, relpath)
             elif entry.is_file(follow_symlinks=False):
                 if self.rules.is_wanted_file(name, relpath):
-                    return self._candidate(relpath, entry.stat(follow_symlinks=False))
+                    return self._candidate(entry.path, relpath, entry.stat(follow_symlinks=False))
             elif entry.is_symlink():
                 return self._follow(entry, directory, relpath)
         except FileNotFoundError:
@@ -217,7 +219,7 @@ class _Walker:
         if stat.S_ISDIR(st.st_mode) and self.recursive:
             self._push_linked_dir(entry, directory, relpath, target, st)
         elif stat.S_ISREG(st.st_mode) and wanted_file:
-            return self._candidate(relpath, st)
+            return self._candidate(entry.path, relpath, st)
         return None
 
     def _push_linked_dir(
@@ -241,10 +243,10 @@ class _Walker:
         code = "vanished" if isinstance(exc, FileNotFoundError) else "unreadable_dir"
         self._report(directory.path, code, f"cannot read directory: {_os_text(exc)}")
 
-    def _candidate(self, relpath: str, st: os.stat_result) -> Candidate | None:
+    def _candidate(self, path: str, relpath: str, st: os.stat_result) -> Candidate | None:
         if not stat.S_ISREG(st.st_mode):
             return None  # replaced by something else since the directory was listed
-        return Candidate(self.root, relpath, identity.FileStat.from_stat(st))
+        return Candidate(path, relpath, identity.FileStat.from_stat(st))
 
     def _report(self, path: str, code: str, message: str) -> None:
         self.on_problem(ScanProblem(path, code, message))

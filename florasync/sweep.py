@@ -75,7 +75,7 @@ def _take(
 ) -> bool:
     """Count or queue one candidate; False when the pipeline no longer takes work."""
     count.files += 1
-    path = str(cand.path)
+    path = cand.abspath
     verdict = catalog.classify(path, cand.stat, folder.project_id)
     if verdict.unchanged and not after_upload.wants_action(folder):
         count.unchanged += 1

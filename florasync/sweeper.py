@@ -75,7 +75,7 @@ class Sweeper:
             for cand in scanner.scan(
                 folder.path, rules=rules, recursive=True, start=reldir, stop=self._engine.stop
             ):
-                self._engine.pipeline.offer(str(cand.path), folder)
+                self._engine.pipeline.offer(cand.abspath, folder)
         except StoppedError:
             return
 

@@ -68,7 +68,7 @@ def test_candidate_carries_path_and_lstat(folder):
     (candidate,) = scanner.scan(folder, rules=MEDIA)
     assert candidate.relpath == "sub/b.png"
     assert candidate.path == folder / "sub" / "b.png"
-    assert candidate.root == folder
+    assert candidate.abspath == f"{folder}/sub/b.png"
     assert candidate.stat == FileStat.from_stat((folder / "sub" / "b.png").stat())
 
 
