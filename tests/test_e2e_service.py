@@ -210,4 +210,3 @@ def test_metrics_match_a_real_sync_and_healthz_follows_the_key(
             lambda: requests.get(f"{base}/healthz", timeout=5).status_code == 200,
             message="healthz back to 200",
         )
-

@@ -62,7 +62,12 @@ def test_a_reader_that_never_reads_does_not_block(tmp_path: Path) -> None:
     """A full notification queue drops messages instead of freezing the daemon's main loop."""
     sock = NotifySocket(tmp_path / "n.sock")  # never drained
     notifier = Notifier(sock.env)
-    thread = threading.Thread(target=lambda: [notifier.status(f"{n}") for n in range(200)])
+
+    def flood() -> None:
+        for n in range(200):
+            notifier.status(f"{n}")
+
+    thread = threading.Thread(target=flood)
     thread.start()
     thread.join(timeout=5.0)
     blocked = thread.is_alive()
