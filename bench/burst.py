@@ -54,16 +54,7 @@ class Drain:
 def run(scope: Scope) -> Result:
     files = scope.sizes.burst_files
     sandbox = SandboxProcess(scope)
-    folder = scope.subdir("folder")
-    config = syncproc.write_config(
-        scope.path("florasync.yaml"),
-        sandbox,
-        [folder],
-        state_dir=scope.path("state"),
-        workers=WORKERS,
-    )
-    daemon = syncproc.Daemon(scope, sandbox, config)
-    daemon.wait_ready()
+    folder, config, daemon = syncproc.watch_new_folder(scope, sandbox, workers=WORKERS)
     drain = _burst(sandbox, daemon, folder / "burst", files, scope.sizes.burst_wait_seconds)
     events = syncproc.status_json(sandbox, config).get("events", [])
     code = daemon.stop()

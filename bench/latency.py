@@ -28,16 +28,7 @@ POLL_SECONDS = 0.02  # paces the next file only; the times come from the request
 def run(scope: Scope) -> Result:
     files = scope.sizes.latency_files
     sandbox = SandboxProcess(scope)
-    folder = scope.subdir("folder")
-    config = syncproc.write_config(
-        scope.path("florasync.yaml"),
-        sandbox,
-        [folder],
-        state_dir=scope.path("state"),
-        settle_seconds=SETTLE_SECONDS,
-    )
-    daemon = syncproc.Daemon(scope, sandbox, config)
-    daemon.wait_ready()
+    folder, _, daemon = syncproc.watch_new_folder(scope, sandbox, settle_seconds=SETTLE_SECONDS)
     closed = [_write_and_wait(sandbox, folder, n) for n in range(files)]
     attached = attach_times(sandbox.requests())
     code = daemon.stop()

@@ -224,3 +224,19 @@ class Daemon:
 
     def _tail(self) -> str:
         return self.err_path.read_text()[-2000:]
+
+
+def watch_new_folder(
+    scope: Scope, sandbox: SandboxProcess, **settings: Any
+) -> tuple[Path, Path, Daemon]:
+    """An empty folder mapped to the sandbox, and a daemon watching it (READY=1 received).
+
+    Returns the folder, the config and the daemon.
+    """
+    folder = scope.subdir("folder")
+    config = write_config(
+        scope.path("florasync.yaml"), sandbox, [folder], state_dir=scope.path("state"), **settings
+    )
+    daemon = Daemon(scope, sandbox, config)
+    daemon.wait_ready()
+    return folder, config, daemon

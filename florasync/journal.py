@@ -399,7 +399,12 @@ class Journal:
         return len(batch)
 
     def take_retry_requests(self) -> list[str]:
-        """Paths put back by ``florasync retry`` since the last call (the daemon polls this)."""
+        """Paths put back by ``florasync retry`` since the last call (the daemon polls this).
+
+        Looks before it writes: an idle daemon polling every few seconds must not write.
+        """
+        if self._conn().execute("SELECT 1 FROM retry_requests LIMIT 1").fetchone() is None:
+            return []
 
         def take(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute("SELECT path FROM retry_requests").fetchall()

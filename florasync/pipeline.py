@@ -41,6 +41,9 @@ MAX_RESETTLES = 6  # a file that changes under us this often is reported, not ch
 PAYMENT_PAUSE_SECONDS = 300.0
 MAX_DEFER_SECONDS = 900.0
 _POLL_SECONDS = 0.2
+# An idle thread's safety-net wake-up: stopping wakes every thread at once (``_wake_all``), so
+# this only bounds a missed wake-up; it keeps an idle daemon's CPU near zero (bench idle).
+_IDLE_POLL_SECONDS = 5.0
 
 
 class Progress(Protocol):
@@ -465,6 +468,7 @@ class Pipeline:
             self._finish(item, None, item.path, None)
             self._closing.set()
             self.stop.set()
+            self._wake_all()
         except errors.LocalFileError as exc:
             if exc.code == "vanished":
                 self._journal.forget_files([item.path])
@@ -565,7 +569,7 @@ class Pipeline:
             if self._closing.is_set():
                 return None  # closing: work not yet started is left for the next start
             try:
-                item = q.get(timeout=_POLL_SECONDS)
+                item = q.get(timeout=_IDLE_POLL_SECONDS)
             except queue.Empty:
                 continue
             if item is not _WAKE:
@@ -615,12 +619,12 @@ class _Timers:
     def _next_due(self) -> Callable[[], object] | None:
         with self._cond:
             if not self._heap:
-                self._cond.wait(_POLL_SECONDS)
+                self._cond.wait(_IDLE_POLL_SECONDS)  # ``after`` and ``wake`` notify
                 return None
             due, _, action = self._heap[0]
             wait = due - self._clock()
             if wait > 0:
-                self._cond.wait(min(wait, _POLL_SECONDS))
+                self._cond.wait(min(wait, _IDLE_POLL_SECONDS))
                 return None
             heapq.heappop(self._heap)
             return action

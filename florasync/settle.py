@@ -24,7 +24,7 @@ from florasync.identity import FileStat
 log = logging.getLogger(__name__)
 
 Tag = TypeVar("Tag")
-_IDLE_WAIT = 1.0
+_IDLE_WAIT = 5.0  # nothing settling: sleep until ``observe`` or ``wake`` notifies
 
 
 @dataclass(slots=True)

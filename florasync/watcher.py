@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 10.0
 MAX_PENDING = 100_000  # beyond this, events are dropped and the folder is rescanned instead
+_IDLE_DRAIN_SECONDS = 5.0  # new events and stopping notify the drain thread; this is a safety net
 _OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
 
@@ -272,7 +273,7 @@ class Watcher:
 
     def _drain(self) -> None:
         while not (self._stop.is_set() or self._closed.is_set()):
-            for path, (index, hint) in self._pending.take(timeout=0.5).items():
+            for path, (index, hint) in self._pending.take(timeout=_IDLE_DRAIN_SECONDS).items():
                 if self._stop.is_set() or self._closed.is_set():
                     return
                 self._act(path, self._watched[index], hint)
