@@ -38,7 +38,9 @@ class TamperingEvent(threading.Event):
         return False
 
 
-@pytest.mark.parametrize("size", [0, 1, 1000, MiB - 1, MiB, MiB + 1, 3 * MiB + 17, 50_000_000])
+@pytest.mark.parametrize(
+    "size", [0, 1, 1000, MiB - 1, MiB, MiB + 1, 3 * MiB + 17, 8 * MiB, 50_000_000]
+)
 def test_hash_is_blake3_of_the_bytes(tmp_path, size):
     """The digest is blake3 of the file's bytes and the size is the byte count, at any size."""
     path = tmp_path / "f.bin"
@@ -207,10 +209,11 @@ def test_fifo_is_refused_without_blocking(tmp_path):
     assert caught.value.code == "not_regular"
 
 
-def test_stop_interrupts_hashing(tmp_path):
+@pytest.mark.parametrize("size", [3 * MiB, 20 * MiB])  # an ordinary buffer, a huge-page one
+def test_stop_interrupts_hashing(tmp_path, size):
     """A set stop event ends the hash between chunks with StoppedError."""
     path = tmp_path / "big.mov"
-    write_file(path, 3 * MiB)
+    write_file(path, size)
     stop = threading.Event()
     stop.set()
     with pytest.raises(errors.StoppedError):
