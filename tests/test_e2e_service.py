@@ -181,13 +181,21 @@ def test_metrics_match_a_real_sync_and_healthz_follows_the_key(
     base = f"http://127.0.0.1:{port}"
     with running(env, tmp_path) as daemon:
         wait_until(lambda: all(synced(env, f) for f in files), message="three uploads")
-        text = requests.get(f"{base}/metrics", timeout=5).text
-        samples = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-        assert samples[("florasync_files_total", (("outcome", "uploaded"),))] == 3
+        uploaded = ("florasync_files_total", (("outcome", "uploaded"),))
+
+        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            text = requests.get(f"{base}/metrics", timeout=5).text
+            return {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+
+        # a worker counts a file once its attach answer is journaled, just after the sandbox
+        # has the attachment: wait for the count, then every other figure must agree with it
+        samples = wait_until(
+            lambda: (m := scrape()).get(uploaded) == 3 and m, message="3 uploads counted"
+        )
         assert samples[("florasync_uploaded_bytes_total", ())] == sum(
             f.stat().st_size for f in files
         )
