@@ -2,8 +2,8 @@
 
 Floors: ``curl -F`` of every signed form field and the file (a reservation is made first, not
 timed), and a two-pass client (``sha256sum`` then the same curl). florasync's time is the whole
-process: start-up, hashing, reserve, upload, complete and attach. Peak RSS comes from
-``os.wait4``. Each repetition changes the first bytes of the file (a new content, so a new
+process: start-up, hashing, reserve, upload, complete and attach. Peak RSS is florasync's
+own (``peak_rss.py``). Each repetition changes the first bytes of the file (a new content, so a new
 upload) and alternates which client goes first; the page cache stays warm for both, and
 dirty pages are flushed before each timed upload. One untimed upload comes first: the sandbox
 writes its first 1 GiB blob in half the time of every later one (the kernel's write path on

@@ -1,9 +1,10 @@
 """florasync as a user runs it: the real CLI in a child process, configured by a YAML file.
 
 Owns the config the benchmarks write, the environment (the API key only there, never on argv),
-one-shot ``run --scan`` measured with ``os.wait4`` (wall time and peak RSS of the whole process,
-start-up included), and the daemon: started with a ``NOTIFY_SOCKET`` so READY=1 and its STATUS
-lines tell when it is up and when its catch-up scan has drained.
+one-shot ``run --scan`` measured with ``os.wait4`` (wall time and CPU of the whole process,
+start-up included) and ``peak_rss.py`` (its peak RSS), and the daemon: started with a
+``NOTIFY_SOCKET`` so READY=1 and its STATUS lines tell when it is up and when its catch-up scan
+has drained.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from bench.sandbox import API_KEY_ENV, SandboxProcess
 from bench.session import Scope, stop_process
 
 READY_SECONDS = 120.0
+PEAK_RSS = Path(__file__).with_name("peak_rss.py")
 _STATUS = re.compile(r"queued (\d+), settling (\d+), synced (\d+), failed (\d+)")
 _ISOLATED = ("FLORA", "FLORASYNC_", "NOTIFY_SOCKET", "WATCHDOG_", "CREDENTIALS_DIRECTORY")
 
@@ -76,28 +77,32 @@ class ScanRun:
 
 
 def run_scan(scope: Scope, sandbox: SandboxProcess, config: Path) -> ScanRun:
-    """Run ``florasync run --scan`` to completion; wall time from fork to reap.
+    """Run ``florasync run --scan`` to completion; wall time from fork to reap of florasync.
 
     Raises:
         RuntimeError: it exited non-zero (some file failed, or worse).
     """
-    out, err = scope.path("scan.out"), scope.path("scan.err")
-    argv = florasync_argv("run", "--scan", "-c", str(config))
+    out, err, rss = scope.path("scan.out"), scope.path("scan.err"), scope.path("scan.rss")
+    argv = [
+        sys.executable,
+        str(PEAK_RSS),
+        str(rss),
+        *florasync_argv("run", "--scan", "-c", str(config)),
+    ]
     with out.open("ab") as stdout, err.open("ab") as stderr:
-        started = time.perf_counter()
         proc = scope.spawn(argv, env=cli_env(sandbox), stdout=stdout, stderr=stderr)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
+        _, status, usage = os.wait4(proc.pid, 0)  # CPU: the launcher's and florasync's
     proc.returncode = os.waitstatus_to_exitcode(status)
+    max_rss_kib, seconds = rss.read_text().split()
     lines = out.read_text().splitlines()
     summary = lines[-1] if lines else ""
     if proc.returncode != 0:
         tail = err.read_text()[-2000:]
         raise RuntimeError(f"florasync run --scan exited {proc.returncode}: {summary}\n{tail}")
     return ScanRun(
-        seconds=seconds,
+        seconds=float(seconds),
         exit_code=proc.returncode,
-        max_rss_bytes=usage.ru_maxrss * 1024,  # KiB on Linux
+        max_rss_bytes=int(max_rss_kib) * 1024,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         summary=summary,
     )
