@@ -258,12 +258,12 @@ def discover(cli_path: str | None, env: Mapping[str, str] = os.environ) -> Path:
     for key, given in (("-c", cli_path), (CONFIG_ENV, env.get(CONFIG_ENV))):
         if given:
             path = _absolute(Path(_expand_user(given, env)), Path.cwd())
-            if not _exists(path):
+            if not may_exist(path):
                 raise ConfigError(key, f"config file {path} does not exist")
             return path
     places = search_path(env)
     for path in places:
-        if _exists(path):
+        if may_exist(path):
             return path
     looked = ", ".join(str(p) for p in places)
     raise ConfigError(
@@ -273,7 +273,7 @@ def discover(cli_path: str | None, env: Mapping[str, str] = os.environ) -> Path:
     )
 
 
-def _exists(path: Path) -> bool:
+def may_exist(path: Path) -> bool:
     """True unless the path is certainly absent: an unreadable one is left for the reader."""
     try:
         path.stat()

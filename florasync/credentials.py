@@ -12,7 +12,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from florasync.config import Config
+from florasync.config import Config, may_exist
 from florasync.errors import ConfigError
 from florasync.secret import Secret
 
@@ -41,18 +41,7 @@ def _credential_path(env: Mapping[str, str]) -> Path | None:
     if not directory:
         return None
     path = Path(directory) / CREDENTIAL_NAME
-    return path if _present(path) else None
-
-
-def _present(path: Path) -> bool:
-    """True unless the path is certainly absent: an unreadable one is left for the reader."""
-    try:
-        path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError:
-        return True
-    return True
+    return path if may_exist(path) else None
 
 
 def _key_from_file(path: Path, key: str, *, owner_only: bool) -> Secret:

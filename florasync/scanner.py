@@ -27,19 +27,13 @@ class Candidate(NamedTuple):
     """A wanted regular file: its absolute path, its path relative to the folder, its stat.
 
     ``abspath`` is the path as under the folder (symlinks not resolved), the string the walk
-    already built; ``path`` makes a ``Path`` of it on demand: a rescan of unchanged files
-    should not pay for 100k ``Path`` objects nobody reads. For a symlink inside the folder,
-    ``stat`` is the target's.
+    already built: a rescan of unchanged files should not pay for 100k ``Path`` objects nobody
+    reads. For a symlink inside the folder, ``stat`` is the target's.
     """
 
     abspath: str
     relpath: str
     stat: identity.FileStat
-
-    @property
-    def path(self) -> Path:
-        """``abspath`` as a ``Path``."""
-        return Path(self.abspath)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,7 @@ def test_candidate_carries_path_and_lstat(folder):
     touch(folder, "sub/b.png")
     (candidate,) = scanner.scan(folder, rules=MEDIA)
     assert candidate.relpath == "sub/b.png"
-    assert candidate.path == folder / "sub" / "b.png"
+    assert Path(candidate.abspath) == folder / "sub" / "b.png"
     assert candidate.abspath == f"{folder}/sub/b.png"
     assert candidate.stat == FileStat.from_stat((folder / "sub" / "b.png").stat())
 
@@ -77,8 +77,8 @@ def test_relative_root_gives_absolute_paths(folder, monkeypatch):
     touch(folder, "a.png")
     monkeypatch.chdir(folder.parent)
     (candidate,) = scanner.scan(Path("folder"), rules=MEDIA)
-    assert candidate.path == folder / "a.png"
-    assert candidate.path.is_absolute()
+    assert Path(candidate.abspath) == folder / "a.png"
+    assert Path(candidate.abspath).is_absolute()
 
 
 def test_include_and_exclude(folder):
@@ -148,7 +148,7 @@ def test_symlinked_file_inside_has_the_target_stat(folder):
     candidates = {c.relpath: c for c in scanner.scan(folder, rules=MEDIA)}
     assert set(candidates) == {"alias.png", "real/x.png"}
     assert candidates["alias.png"].stat == candidates["real/x.png"].stat
-    assert candidates["alias.png"].path == folder / "alias.png"
+    assert Path(candidates["alias.png"].abspath) == folder / "alias.png"
 
 
 def test_symlinks_leaving_the_folder_are_reported_not_followed(folder, tmp_path):

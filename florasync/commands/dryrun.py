@@ -62,7 +62,7 @@ def _plan_folder(folder: FolderConfig, plan: _Plan) -> None:
     for cand in scanner.scan(
         folder.path, rules=rules, recursive=folder.recursive, on_problem=on_problem
     ):
-        path = str(cand.path)
+        path = cand.abspath
         verdict = catalog.classify(path, cand.stat, folder.project_id) if catalog else None
         if verdict is not None and verdict.unchanged:
             plan.say("unchanged", path, f"already attached to {folder.project_id}")
