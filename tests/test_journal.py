@@ -221,3 +221,21 @@ def test_import_synced_in_bulk(j: Journal) -> None:
     assert j.import_synced(entries) == 25_000
     assert j.file_counts(WS) == [("/w", "prj_1", "synced", 25_000)]
     assert j.dir_entries(WS, "/w/d3")["13.png"].link_state == LinkState.ATTACHED
+
+
+def test_polling_an_empty_retry_queue_writes_nothing(j: Journal) -> None:
+    """The daemon polls for retry requests every few seconds: with none, the database is untouched.
+
+    ``data_version`` (seen from another connection) changes whenever the journal commits.
+    """
+    j.take_retry_requests()  # the journal's own first transactions are done
+    other = sqlite3.connect(j.path)
+    try:
+        before = other.execute("PRAGMA data_version").fetchone()[0]
+        for _ in range(5):
+            assert j.take_retry_requests() == []
+        assert other.execute("PRAGMA data_version").fetchone()[0] == before
+        j.record_file(FileEntry("/w/g.png", "/w", "prj_1", FileStat(1, 2, 1, 1, 1), "e" * 64))
+        assert other.execute("PRAGMA data_version").fetchone()[0] != before  # it does notice
+    finally:
+        other.close()
