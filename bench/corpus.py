@@ -13,10 +13,10 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from florasync import identity
-from florasync.identity import FileStat
-from florasync.journal import FileEntry, Journal
-from florasync.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState
+from florasync.local import identity
+from florasync.local.identity import FileStat
+from florasync.state.journal import FileEntry, Journal
+from florasync.state.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState
 
 FILES_PER_DIR = 500
 WRITE_CHUNK_BYTES = 8 << 20

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from florasync import identity
+from florasync.local import identity
 
 from bench import corpus, measure
 from bench.report import Floor, Result, Target, number

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TextIO
 
-from florasync.transfer import Outcome
+from florasync.sync.transfer import Outcome
 
 _MIN_INTERVAL = 0.2
 

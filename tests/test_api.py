@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from florasync import api, errors, retrying
-from florasync.models import UploadInstructions
+from florasync import errors
+from florasync.flora import api, retrying
+from florasync.flora.models import UploadInstructions
+from florasync.flora.secret import Secret
 from florasync.sandbox import Faults, Sandbox
-from florasync.secret import Secret
 
 from .helpers import SHORT_TIMEOUT, write_file
 
@@ -344,8 +345,8 @@ def test_large_upload_streams_in_bounded_memory(sandbox: Sandbox, tmp_path: Path
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from florasync import api
-        from florasync.models import UploadInstructions
+        from florasync.flora import api
+        from florasync.flora.models import UploadInstructions
         def hwm():
             for line in open("/proc/self/status"):
                 if line.startswith("VmHWM:"):

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from florasync import config, credentials
+from florasync.config import config, credentials
 from florasync.errors import ConfigError, ExitCode, InsecureTransportError
-from florasync.secret import Secret
+from florasync.flora.secret import Secret
 
 KEY = "sk_test_Zq9-not-for-any-message"
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"

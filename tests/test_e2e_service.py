@@ -11,9 +11,9 @@ import yaml
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from florasync import runtime
-from florasync.daemon import Daemon
-from florasync.systemd import Notifier
+from florasync.config import runtime
+from florasync.service.daemon import Daemon
+from florasync.service.systemd import Notifier
 
 from .helpers import LONG_TIMEOUT, wait_until
 from .notify import NotifySocket

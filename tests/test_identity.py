@@ -12,8 +12,9 @@ from pathlib import Path
 import blake3
 import pytest
 
-from florasync import errors, identity
-from florasync.identity import FileStat, hash_file, same_content_version
+from florasync import errors
+from florasync.local import identity
+from florasync.local.identity import FileStat, hash_file, same_content_version
 from tests.helpers import SHORT_TIMEOUT, write_file
 
 MiB = 1 << 20

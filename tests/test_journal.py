@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from florasync import errors, journal, lifecycle, runlock
-from florasync.identity import FileStat
-from florasync.journal import FileEntry, Journal
-from florasync.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
-from florasync.models import UploadInstructions
+from florasync import errors
+from florasync.flora.models import UploadInstructions
+from florasync.local.identity import FileStat
+from florasync.state import journal, lifecycle, runlock
+from florasync.state.journal import FileEntry, Journal
+from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
 
 from .helpers import SHORT_TIMEOUT, wait_until
 
@@ -171,7 +172,7 @@ def test_second_run_is_refused_with_pid(tmp_path: Path) -> None:
             textwrap.dedent(f"""
             import sys, time
             from pathlib import Path
-            from florasync.runlock import RunLock
+            from florasync.state.runlock import RunLock
             lock = RunLock(Path({str(state)!r}))
             print("locked", flush=True)
             sys.stdin.read()

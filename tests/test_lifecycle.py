@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from florasync import lifecycle
-from florasync.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState, Source, Step
-from florasync.models import Asset, Attachment, UploadInstructions
+from florasync.flora.models import Asset, Attachment, UploadInstructions
+from florasync.state import lifecycle
+from florasync.state.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState, Source, Step
 
 NOW = 1_800_000_000.0
 DIGEST = "ab" * 32

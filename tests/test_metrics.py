@@ -9,11 +9,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from florasync import api, errors, retrying
-from florasync.metrics import KEY_REFUSED, HealthState, Metrics, MetricsServer, retry_reason
+from florasync import errors
+from florasync.flora import api, retrying
+from florasync.flora.secret import Secret
 from florasync.sandbox import Sandbox
-from florasync.secret import Secret
-from florasync.transfer import Outcome
+from florasync.service.metrics import KEY_REFUSED, HealthState, Metrics, MetricsServer, retry_reason
+from florasync.sync.transfer import Outcome
 
 from .helpers import SHORT_TIMEOUT
 

@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from florasync import errors, retrying
-from florasync.api import parse_retry_after
+from florasync import errors
+from florasync.flora import retrying
+from florasync.flora.api import parse_retry_after
 
 
 class FakeClock:

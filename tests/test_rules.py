@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from florasync import rules
-from florasync.rules import FolderRules
+from florasync.local import rules
+from florasync.local.rules import FolderRules
 
 GLOB_CASES = [
     # a pattern without "/" matches the base name at any depth

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from florasync import errors, scanner
-from florasync.identity import FileStat
-from florasync.rules import FolderRules
-from florasync.scanner import ScanProblem
+from florasync import errors
+from florasync.local import scanner
+from florasync.local.identity import FileStat
+from florasync.local.rules import FolderRules
+from florasync.local.scanner import ScanProblem
 
 MEDIA = FolderRules(include=("*.png", "*.jpg", "*.mov"))
 
@@ -330,7 +331,7 @@ def test_start_inside_an_ignored_or_escaping_directory(folder, tmp_path):
 
 def test_default_problem_handler_logs_a_warning(tmp_path, caplog):
     """Without on_problem, problems are logged as warnings naming the path and the cause."""
-    with caplog.at_level(logging.WARNING, logger="florasync.scanner"):
+    with caplog.at_level(logging.WARNING, logger="florasync.local.scanner"):
         assert list(scanner.scan(tmp_path / "nope", rules=MEDIA)) == []
     assert "nope" in caplog.text
     assert "No such file or directory" in caplog.text

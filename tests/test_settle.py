@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from florasync.identity import FileStat
-from florasync.settle import Settler
+from florasync.local.identity import FileStat
+from florasync.local.settle import Settler
 
 SETTLE = 3600.0  # long, so files written by the test never look old by the real clock
 

@@ -7,7 +7,7 @@ import socket
 import threading
 from pathlib import Path
 
-from florasync.systemd import Notifier
+from florasync.service.systemd import Notifier
 
 from .notify import NotifySocket
 

@@ -12,8 +12,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from florasync import api, config, errors, runtime
+from florasync import errors
+from florasync.config import config, runtime
 from florasync.errors import ExitCode
+from florasync.flora import api
 
 
 def _marks() -> tuple[str, str]:

@@ -11,13 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from florasync import config, errors, identity, journal, runtime, scanner
-from florasync.catalog import Catalog
-from florasync.config import FolderConfig
+from florasync import errors
+from florasync.config import config, runtime
+from florasync.config.config import FolderConfig
 from florasync.errors import ExitCode
-from florasync.lifecycle import AssetState, LinkState
+from florasync.local import identity, scanner
+from florasync.local.rules import FolderRules
 from florasync.progress import human_bytes
-from florasync.rules import FolderRules
+from florasync.state import journal
+from florasync.state.catalog import Catalog
+from florasync.state.lifecycle import AssetState, LinkState
 
 
 @dataclass

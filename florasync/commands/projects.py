@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from florasync import runtime
+from florasync.config import runtime
 from florasync.errors import ExitCode
 
 

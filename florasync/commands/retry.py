@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from florasync import journal, runlock, runtime
+from florasync.config import runtime
 from florasync.errors import ExitCode
+from florasync.state import journal, runlock
 
 
 def run_from_args(args: argparse.Namespace) -> ExitCode:

@@ -16,12 +16,13 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
-from florasync import config, errors, runtime
-from florasync.engine import Engine
+from florasync import errors
+from florasync.config import config, runtime
 from florasync.errors import ExitCode
-from florasync.pipeline import Summary
 from florasync.progress import TerminalProgress, human_bytes
-from florasync.transfer import Outcome
+from florasync.sync.engine import Engine
+from florasync.sync.pipeline import Summary
+from florasync.sync.transfer import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def run_from_args(args: argparse.Namespace) -> ExitCode:
 
         return dryrun.dry_run(config_path=args.config)
     if not args.scan:
-        from florasync import daemon
+        from florasync.service import daemon
 
         return daemon.run_daemon(config_path=args.config, grace_seconds=args.grace)
     return scan(config_path=args.config, grace_seconds=args.grace)

@@ -14,8 +14,8 @@ import signal
 import threading
 from types import FrameType
 
-from florasync import urls
 from florasync.errors import ExitCode
+from florasync.flora import urls
 from florasync.sandbox import Faults, Sandbox
 from florasync.sandbox.server import describe
 

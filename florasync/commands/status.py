@@ -11,8 +11,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from florasync import journal, runlock, runtime
+from florasync.config import runtime
 from florasync.errors import ExitCode
+from florasync.state import journal, runlock
 
 SCHEMA_VERSION = 1
 

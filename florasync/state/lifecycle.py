@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from florasync import identity
-from florasync.models import Asset, AssetStatus, Attachment, UploadInstructions
+from florasync.flora.models import Asset, AssetStatus, Attachment, UploadInstructions
+from florasync.local import identity
 
 EXPIRY_MARGIN_SECONDS = 60.0  # renew instructions that expire this soon (CONTRACT §12.3)
 MAX_RENEWALS = 8  # fresh instructions asked for one reservation before giving up

@@ -12,9 +12,9 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from florasync.config import Config, may_exist
+from florasync.config.config import Config, may_exist
 from florasync.errors import ConfigError
-from florasync.secret import Secret
+from florasync.flora.secret import Secret
 
 CREDENTIAL_NAME = "flora_api_key"  # systemd LoadCredential=flora_api_key:...
 _MAX_KEY_FILE_BYTES = 64 * 1024

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from florasync.identity import FileStat
-from florasync.journal import CachedFile, Journal
-from florasync.lifecycle import LinkState
+from florasync.local.identity import FileStat
+from florasync.state.journal import CachedFile, Journal
+from florasync.state.lifecycle import LinkState
 
 
 class Verdict(NamedTuple):

@@ -16,14 +16,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from florasync import errors, lifecycle
-from florasync.identity import FileStat
-from florasync.journal import FileEntry, Journal
-from florasync.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState, Source, Step
-from florasync.models import Asset
+from florasync import errors
+from florasync.flora.models import Asset
+from florasync.local.identity import FileStat
+from florasync.state import lifecycle
+from florasync.state.journal import FileEntry, Journal
+from florasync.state.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState, Source, Step
 
 if TYPE_CHECKING:
-    from florasync import api
+    from florasync.flora import api
 
 log = logging.getLogger(__name__)
 

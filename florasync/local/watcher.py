@@ -24,8 +24,8 @@ from watchdog import events
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from florasync.config import FolderConfig
-from florasync.rules import FolderRules
+from florasync.config.config import FolderConfig
+from florasync.local.rules import FolderRules
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ STOP_TIMEOUT_SECONDS = 10.0
 MAX_PENDING = 100_000  # beyond this, events are dropped and the folder is rescanned instead
 _IDLE_DRAIN_SECONDS = 5.0  # new events and stopping notify the drain thread; this is a safety net
 _OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+ObserverFactory = Callable[[], BaseObserver]  # tests swap in an observer that dies
 
 
 class Hint(IntFlag):
@@ -116,7 +118,7 @@ class Watcher:
         *,
         stop: threading.Event,
         max_pending: int = MAX_PENDING,
-        observer_factory: Callable[[], BaseObserver] = Observer,
+        observer_factory: ObserverFactory = Observer,
     ) -> None:
         self.callbacks = callbacks
         self._stop = stop

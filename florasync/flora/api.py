@@ -23,8 +23,9 @@ from urllib.parse import quote
 import requests
 from requests_toolbelt import MultipartEncoder
 
-from florasync import __version__, errors, models, retrying, urls
-from florasync.secret import Secret
+from florasync import __version__, errors
+from florasync.flora import models, retrying, urls
+from florasync.flora.secret import Secret
 
 log = logging.getLogger(__name__)
 

@@ -16,17 +16,17 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from watchdog.observers.api import BaseObserver
-
-from florasync import config, credentials, errors, logs, mounts, runtime
-from florasync.config import FolderConfig
-from florasync.engine import Engine
+from florasync import errors, logs
+from florasync.config import config, credentials, runtime
+from florasync.config.config import FolderConfig
 from florasync.errors import ExitCode
-from florasync.monitoring import Monitoring
-from florasync.sweeper import Sweeper
-from florasync.systemd import Notifier
-from florasync.transfer import Outcome
-from florasync.watcher import Callbacks, Watcher
+from florasync.local import mounts
+from florasync.local.watcher import Callbacks, ObserverFactory, Watcher
+from florasync.service.monitoring import Monitoring
+from florasync.service.sweeper import Sweeper
+from florasync.service.systemd import Notifier
+from florasync.sync.engine import Engine
+from florasync.sync.transfer import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Daemon:
         grace_seconds: float = 10.0,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.monotonic,
-        observer_factory: Callable[[], BaseObserver] | None = None,
+        observer_factory: ObserverFactory | None = None,
     ) -> None:
         self.rt = rt
         self._observer_factory = observer_factory

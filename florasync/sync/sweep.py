@@ -12,15 +12,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from florasync import after_upload, scanner
-from florasync.catalog import Catalog
-from florasync.config import FolderConfig
+from florasync.config.config import FolderConfig
 from florasync.errors import StoppedError
-from florasync.journal import FileEntry, Journal
-from florasync.lifecycle import Failure
-from florasync.pipeline import Pipeline
-from florasync.rules import FolderRules
-from florasync.transfer import Outcome
+from florasync.local import after_upload, scanner
+from florasync.local.rules import FolderRules
+from florasync.state.catalog import Catalog
+from florasync.state.journal import FileEntry, Journal
+from florasync.state.lifecycle import Failure
+from florasync.sync.pipeline import Pipeline
+from florasync.sync.transfer import Outcome
 
 log = logging.getLogger(__name__)
 

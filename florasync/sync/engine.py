@@ -12,16 +12,17 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from florasync import errors, sweep
-from florasync.journal import Journal
-from florasync.pipeline import Pipeline, Progress
-from florasync.runlock import RunLock
-from florasync.runtime import Runtime
-from florasync.secret import Secret
-from florasync.transfer import Transfer
+from florasync import errors
+from florasync.config.runtime import Runtime
+from florasync.flora.secret import Secret
+from florasync.state.journal import Journal
+from florasync.state.runlock import RunLock
+from florasync.sync import sweep
+from florasync.sync.pipeline import Pipeline, Progress
+from florasync.sync.transfer import Transfer
 
 if TYPE_CHECKING:
-    from florasync import api
+    from florasync.flora import api
 
 
 class Engine:
@@ -107,7 +108,7 @@ class Engine:
             self._client.set_api_key(key)
 
     def _make_transfer(self) -> Transfer:
-        from florasync import api
+        from florasync.flora import api
 
         self._client = self.rt.client(**self._client_hooks)
         self._target = api.UploadTarget(timeouts=self.rt.timeouts(), stop=self.stop)

@@ -31,8 +31,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from florasync import urls
 from florasync.errors import ConfigError, InsecureTransportError
+from florasync.flora import urls
 
 DEFAULT_INCLUDE = ("*.png", "*.jpg", "*.jpeg", "*.webp", "*.gif", "*.mp4", "*.mov")
 CONFIG_ENV = "FLORASYNC_CONFIG"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from florasync.identity import FileStat
+from florasync.local.identity import FileStat
 
 log = logging.getLogger(__name__)
 

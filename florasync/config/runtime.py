@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from florasync import config, credentials, logs, retrying
-from florasync.secret import Secret
+from florasync import logs
+from florasync.config import config, credentials
+from florasync.flora import retrying
+from florasync.flora.secret import Secret
 
 if TYPE_CHECKING:
-    from florasync import api
+    from florasync.flora import api
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Runtime:
         return key
 
     def timeouts(self) -> api.Timeouts:
-        from florasync import api
+        from florasync.flora import api
 
         a = self.cfg.api
         return api.Timeouts(
@@ -52,7 +54,7 @@ class Runtime:
 
     def client(self, **kwargs: object) -> api.FloraClient:
         """A FLORA client sharing this runtime's gate and stop event."""
-        from florasync import api
+        from florasync.flora import api
 
         return api.FloraClient(
             self.cfg.api.base_url,

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from florasync import after_upload, errors, identity
-from florasync.catalog import Catalog
-from florasync.config import FolderConfig
-from florasync.identity import FileStat
-from florasync.journal import FileEntry, Journal
-from florasync.lifecycle import Failure
-from florasync.settle import Settler
-from florasync.transfer import Job, Outcome, Result, Transfer
+from florasync import errors
+from florasync.config.config import FolderConfig
+from florasync.local import after_upload, identity
+from florasync.local.identity import FileStat
+from florasync.local.settle import Settler
+from florasync.state.catalog import Catalog
+from florasync.state.journal import FileEntry, Journal
+from florasync.state.lifecycle import Failure
+from florasync.sync.transfer import Job, Outcome, Result, Transfer
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from florasync import config
+from florasync.config import config
 
 if TYPE_CHECKING:
-    from florasync import metrics
-    from florasync.pipeline import Pipeline, Progress
+    from florasync.service import metrics
+    from florasync.sync.pipeline import Pipeline, Progress
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Monitoring:
         self.client_hooks: dict[str, object] = {}
         if listen is None:
             return
-        from florasync import metrics
+        from florasync.service import metrics
 
         self._metrics = metrics.Metrics()
         self._health = metrics.HealthState(threads_ok)
@@ -43,7 +43,7 @@ class Monitoring:
     def start(self, pipeline: Pipeline) -> None:
         if self._listen is None:
             return
-        from florasync import metrics
+        from florasync.service import metrics
 
         self._metrics.track_queue(
             depth=lambda: pipeline.outstanding - pipeline.settling,

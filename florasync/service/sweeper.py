@@ -12,11 +12,12 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from florasync import scanner, sweep
-from florasync.config import FolderConfig
-from florasync.engine import Engine
+from florasync.config.config import FolderConfig
 from florasync.errors import StoppedError
-from florasync.rules import FolderRules
+from florasync.local import scanner
+from florasync.local.rules import FolderRules
+from florasync.sync import sweep
+from florasync.sync.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
-from florasync import errors, identity
-from florasync.config import FolderConfig, MoveTo
+from florasync import errors
+from florasync.config.config import FolderConfig, MoveTo
+from florasync.local import identity
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from florasync import errors, identity, rules
+from florasync import errors
+from florasync.local import identity, rules
 
 log = logging.getLogger(__name__)
 

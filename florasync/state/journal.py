@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from florasync import errors, lifecycle
-from florasync.identity import FileStat
-from florasync.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
-from florasync.models import UploadInstructions
-from florasync.runlock import RunLock
+from florasync import errors
+from florasync.flora.models import UploadInstructions
+from florasync.local.identity import FileStat
+from florasync.state import lifecycle
+from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
+from florasync.state.runlock import RunLock
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from florasync import __version__, errors, urls
-from florasync.transfer import Outcome
+from florasync import __version__, errors
+from florasync.flora import urls
+from florasync.sync.transfer import Outcome
 
 log = logging.getLogger(__name__)
 
