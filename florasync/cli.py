@@ -150,6 +150,9 @@ def _args_sandbox(parser: argparse.ArgumentParser) -> None:
                         help="fraction of API connections dropped before handling")  # fmt: skip
     faults.add_argument("--drop-after-rate", type=float, default=0.0, metavar="F",
                         help="fraction handled, then dropped without an answer")  # fmt: skip
+    faults.add_argument("--malformed-rate", type=float, default=0.0, metavar="F",
+                        help="fraction of 2xx answers replaced by a malformed one "
+                             "(HTML, [], a missing id, truncated, a redirect)")  # fmt: skip
     faults.add_argument("--rate-limit", type=float, metavar="RPS",
                         help="token bucket per key; beyond it 429 rate_limited")  # fmt: skip
     faults.add_argument("--burst", type=int, default=10, help="token bucket size (default 10)")
@@ -158,8 +161,13 @@ def _args_sandbox(parser: argparse.ArgumentParser) -> None:
                         help="issue upload instructions that are already expired")  # fmt: skip
     faults.add_argument("--complete-delay", type=float, default=0.0, metavar="S",
                         help="assets stay processing this long after complete")  # fmt: skip
+    faults.add_argument("--strict-lifecycle", action="store_true",
+                        help="complete before the bytes arrived: 409 lifecycle_error "
+                             "(default: 200 with the upload repeated)")  # fmt: skip
     faults.add_argument("--idempotency", choices=["duplicate", "replay"], default="duplicate",
                         help="repeated Idempotency-Key: 409 duplicate, or replay")  # fmt: skip
+    faults.add_argument("--replay-errors", action="store_true",
+                        help="with --idempotency replay, 4xx answers are replayed too")  # fmt: skip
     faults.add_argument("--upload-spelling", choices=["snake", "camel", "both"], default="snake",
                         help="spelling of the upload object")  # fmt: skip
     faults.add_argument("--forbid-project", action="append", default=[], metavar="PRJ",

@@ -125,6 +125,11 @@ class NetworkError(TransientError):
     """No usable answer: connection refused or reset, timeout, truncated response."""
 
 
+class MalformedResponseError(TransientError):
+    """A 2xx that is not what the API documents (not JSON, not an object, a field missing) or a
+    redirect: most likely a proxy or a truncated body. Retried, but only a few times."""
+
+
 class RateLimitedError(TransientError):
     """429 ``rate_limited``; ``retry_after`` is the announced window, None when not announced."""
 

@@ -38,7 +38,8 @@ def _upload_one(
         sb.workspace_id, file_name=path.name, content_type="image/png", idempotency_key=key
     )
     assert asset.upload is not None
-    target.upload(asset.upload, path, file_name=path.name, content_type="image/png")
+    with path.open("rb") as stream:
+        target.upload(asset.upload, stream, file_name=path.name, content_type="image/png")
     done = client.complete_asset(asset.asset_id)
     assert done.is_ready
     return asset.asset_id
@@ -132,14 +133,15 @@ def test_expired_instructions_are_rejected_then_renewed(
         sandbox.workspace_id, file_name=f.name, content_type="image/png", idempotency_key="fs1-x"
     )
     assert asset.upload is not None
-    with pytest.raises(errors.UploadRejectedError) as exc:
-        target.upload(asset.upload, f, file_name=f.name, content_type="image/png")
+    with pytest.raises(errors.UploadRejectedError) as exc, f.open("rb") as stream:
+        target.upload(asset.upload, stream, file_name=f.name, content_type="image/png")
     assert exc.value.status == 400
     renewed = client.retry_asset(asset.asset_id)
     assert renewed.asset_id == asset.asset_id
     assert renewed.upload is not None
     assert renewed.upload.fields != asset.upload.fields
-    target.upload(renewed.upload, f, file_name=f.name, content_type="image/png")
+    with f.open("rb") as stream:
+        target.upload(renewed.upload, stream, file_name=f.name, content_type="image/png")
     assert client.complete_asset(asset.asset_id).is_ready
     assert len(sandbox.state()["assets"]) == 1
 
@@ -277,10 +279,10 @@ def test_plain_http_is_refused_except_loopback(tmp_path: Path) -> None:
     f = tmp_path / "a.png"
     f.write_bytes(b"x")
     t = api.UploadTarget()
-    with pytest.raises(errors.InsecureTransportError):
+    with pytest.raises(errors.InsecureTransportError), f.open("rb") as stream:
         t.upload(
             UploadInstructions("http://upload.example/x"),
-            f,
+            stream,
             file_name="a.png",
             content_type="image/png",
         )
@@ -319,7 +321,7 @@ def test_non_json_and_truncated_bodies_are_clear_errors() -> None:
             with pytest.raises(errors.ServerError, match="502 Bad Gateway") as exc:
                 c.list_workspaces()
             assert exc.value.status == 502
-            with pytest.raises(errors.NetworkError, match="not valid JSON"):
+            with pytest.raises(errors.MalformedResponseError, match="not JSON"):
                 c.get_project("prj_1")
     finally:
         server.shutdown()
@@ -354,8 +356,8 @@ def test_large_upload_streams_in_bounded_memory(sandbox: Sandbox, tmp_path: Path
         instructions = UploadInstructions.from_json(sys.stdin.read())
         target = api.UploadTarget()
         base = hwm()
-        path = Path({str(big)!r})
-        target.upload(instructions, path, file_name="big.mp4", content_type="video/mp4")
+        with open({str(big)!r}, "rb") as stream:
+            target.upload(instructions, stream, file_name="big.mp4", content_type="video/mp4")
         print(hwm() - base)
     """)
     result = subprocess.run(

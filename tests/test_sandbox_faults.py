@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from florasync.cli import build_parser
+from florasync.commands.sandbox import faults_from_args
 from florasync.sandbox import Faults
+from florasync.sandbox.context import Context, Request
+from florasync.sandbox.faults import API_ROUTES, MALFORMED_KINDS
+from florasync.sandbox.idempotency import Idempotency
+from florasync.sandbox.malformed import MAIN_FIELD
 from florasync.sandbox.ratelimit import RateLimiter
+from florasync.sandbox.replies import ApiFailure, Reply
+from florasync.sandbox.store import Store
 from florasync.sandbox.traffic import Traffic
 from tests.helpers import SHORT_TIMEOUT, wait_until
-from tests.test_sandbox import call, error_of, requests_on, reserve, upload, violations
+from tests.test_sandbox import (
+    TIMEOUT,
+    call,
+    complete,
+    error_of,
+    ready_asset,
+    requests_on,
+    reserve,
+    upload,
+    violations,
+)
 
 
 def _reserve_body(sb) -> dict[str, Any]:
@@ -214,6 +236,12 @@ def test_faults_update_validates_names_and_types():
         faults.update(latency_seconds=1.0, error_rate=1.5)
     with pytest.raises(ValueError, match="upload_spelling"):
         faults.update(upload_spelling="kebab")
+    with pytest.raises(ValueError, match="complete_without_bytes"):
+        faults.update(complete_without_bytes="maybe")
+    with pytest.raises(ValueError, match="malformed_rate"):
+        faults.update(malformed_rate=2.0)
+    with pytest.raises(TypeError, match="replay_errors"):
+        faults.update(replay_errors=1)
     assert faults.latency_seconds == 0.0
     faults.update(error_rate=0.25, forbidden_projects=["prj_a"], rate_limit_rps=2)
     assert (faults.error_rate, faults.forbidden_projects, faults.rate_limit_rps) == (
@@ -252,9 +280,16 @@ def test_fail_next_validates_and_shows_in_to_dict():
     faults = Faults()
     with pytest.raises(ValueError, match="route"):
         faults.fail_next("GET /nowhere", status=500)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="only one of"):
         faults.fail_next("POST /assets", status=500, drop="after")
+    with pytest.raises(ValueError, match="only one of"):
+        faults.fail_next("POST /assets", drop="after", malformed="array")
+    with pytest.raises(ValueError, match="malformed must be one of"):
+        faults.fail_next("POST /assets", malformed="garbage")
+    with pytest.raises(ValueError, match="API routes"):
+        faults.fail_next("POST /upload", malformed="not_json")
     faults.fail_next("POST /assets/{id}/retry", status=503, times=2)
+    faults.fail_next("*", malformed="redirect")
     assert faults.to_dict()["fail_next"] == [
         {
             "route": "POST /assets/{id}/retry",
@@ -262,8 +297,18 @@ def test_fail_next_validates_and_shows_in_to_dict():
             "code": None,
             "retry_after": None,
             "drop": None,
+            "malformed": None,
             "remaining": 2,
-        }
+        },
+        {
+            "route": "*",
+            "status": None,
+            "code": None,
+            "retry_after": None,
+            "drop": None,
+            "malformed": "redirect",
+            "remaining": 1,
+        },
     ]
     faults.update(read_only=True)
     faults.reset()
@@ -277,3 +322,323 @@ def test_expire_uploads_issues_expired_reservations(sandbox):
         asset = reserve(sandbox)
         expire = int(asset["upload"]["form_fields"]["expire"])
         assert expire < time.time()
+
+
+def test_sandbox_cli_options_set_the_new_knobs():
+    """--strict-lifecycle, --replay-errors and --malformed-rate reach the Faults they start with."""
+    plain = faults_from_args(build_parser().parse_args(["sandbox"]))
+    assert (plain.complete_without_bytes, plain.replay_errors, plain.malformed_rate) == (
+        "repeat",
+        False,
+        0.0,
+    )
+    argv = ["sandbox", "--strict-lifecycle", "--idempotency", "replay", "--replay-errors"]
+    args = build_parser().parse_args([*argv, "--malformed-rate", "0.25"])
+    chosen = faults_from_args(args)
+    assert chosen.complete_without_bytes == "lifecycle_error"
+    assert (chosen.idempotency, chosen.replay_errors) == ("replay", True)
+    assert chosen.malformed_rate == 0.25
+
+
+# -- strict lifecycle on complete (CONTRACT §7.2, §14 Q16) ------------------------------------
+
+
+def test_strict_lifecycle_refuses_complete_before_the_bytes(sandbox):
+    """complete_without_bytes="lifecycle_error": 409 lifecycle_error, and nothing changes."""
+    faults_url = f"{sandbox.origin}/_sandbox/faults"
+    answer = requests.post(
+        faults_url, json={"complete_without_bytes": "lifecycle_error"}, timeout=TIMEOUT
+    )
+    assert answer.json()["complete_without_bytes"] == "lifecycle_error"
+    asset = reserve(sandbox)
+    before = sandbox.state(requests=False)["assets"]
+    refused = complete(sandbox, asset["asset_id"])
+    assert refused.status_code == 409
+    assert error_of(refused) == {
+        "code": "lifecycle_error",
+        "message": "Asset has no uploaded bytes yet.",
+    }
+    assert sandbox.state(requests=False)["assets"] == before
+    shown = call(sandbox, "GET", f"/assets/{asset['asset_id']}").json()
+    assert shown["status"] == "pending_upload"
+    assert "upload" not in shown
+    assert upload(asset, b"now").status_code == 200
+    assert complete(sandbox, asset["asset_id"]).json()["status"] == "ready"
+
+
+def test_complete_before_the_bytes_repeats_the_upload_unless_strict(sandbox):
+    """The default "repeat" answers 200 pending_upload with the upload object (Q16)."""
+    sandbox.faults.update(complete_without_bytes="lifecycle_error")
+    asset = reserve(sandbox)
+    assert complete(sandbox, asset["asset_id"]).status_code == 409
+    sandbox.faults.update(complete_without_bytes="repeat")
+    repeated = complete(sandbox, asset["asset_id"])
+    assert repeated.status_code == 200
+    assert repeated.json()["status"] == "pending_upload"
+    assert repeated.json()["upload"] == asset["upload"]
+
+
+def test_strict_lifecycle_still_fails_an_expired_reservation(sandbox):
+    """Strict or not, complete on an expired reservation without bytes is 200 failed (§7.2)."""
+    sandbox.faults.update(complete_without_bytes="lifecycle_error")
+    sandbox.faults.expire_next_upload()
+    asset = reserve(sandbox)
+    done = complete(sandbox, asset["asset_id"])
+    assert done.status_code == 200
+    assert (done.json()["status"], done.json()["failure_message"]) == ("failed", "Upload expired")
+
+
+# -- replay mode remembering 4xx answers ------------------------------------------------------
+
+
+def _attach_with_key(sb, project_id: str, asset_id: str, key: str) -> requests.Response:
+    path = f"/projects/{project_id}/assets/{asset_id}/attach"
+    return call(sb, "POST", path, headers={"Idempotency-Key": key})
+
+
+def test_replay_errors_replays_a_403_for_the_same_key(sandbox):
+    """replay_errors: a 4xx is the key's answer; the same key replays it, a new key goes through."""
+    pid = sandbox.project_ids[0]
+    asset_id = ready_asset(sandbox)
+    faults_url = f"{sandbox.origin}/_sandbox/faults"
+    knobs = {"idempotency": "replay", "replay_errors": True, "forbidden_projects": [pid]}
+    assert requests.post(faults_url, json=knobs, timeout=TIMEOUT).status_code == 200
+    refused = _attach_with_key(sandbox, pid, asset_id, "k-attach")
+    assert refused.status_code == 403
+    sandbox.faults.update(forbidden_projects=[])
+    again = _attach_with_key(sandbox, pid, asset_id, "k-attach")
+    assert again.status_code == 403
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == refused.json()
+    assert sandbox.state()["nodes"][pid] == []
+    fresh = _attach_with_key(sandbox, pid, asset_id, "k-attach-2")
+    assert fresh.status_code == 201
+    logged = requests_on(sandbox, "POST /projects/{id}/assets/{id}/attach")
+    assert [(r["status"], r["replayed"]) for r in logged] == [
+        (403, False),
+        (403, True),
+        (201, False),
+    ]
+
+
+def test_replay_mode_forgets_a_4xx_without_replay_errors(sandbox):
+    """Replay mode alone remembers only 2xx: after a 403 the same key may succeed."""
+    pid = sandbox.project_ids[0]
+    asset_id = ready_asset(sandbox)
+    sandbox.faults.update(idempotency="replay", forbidden_projects=[pid])
+    assert _attach_with_key(sandbox, pid, asset_id, "k-attach").status_code == 403
+    sandbox.faults.update(forbidden_projects=[])
+    again = _attach_with_key(sandbox, pid, asset_id, "k-attach")
+    assert again.status_code == 201
+    assert "idempotent-replayed" not in again.headers
+
+
+def test_replay_errors_keeps_the_first_answer_over_a_later_conflict(sandbox):
+    """The layer's own 422 is never stored: the key still replays its first answer afterwards."""
+    sandbox.faults.update(idempotency="replay", replay_errors=True)
+    headers = {"Idempotency-Key": "k-first"}
+    body = _reserve_body(sandbox)
+    first = call(sandbox, "POST", "/assets", body=body, headers=headers)
+    other = call(sandbox, "POST", "/assets", body={**body, "file_name": "b.png"}, headers=headers)
+    again = call(sandbox, "POST", "/assets", body=body, headers=headers)
+    assert (first.status_code, other.status_code, again.status_code) == (201, 422, 201)
+    assert again.json() == first.json()
+    assert len(sandbox.state()["assets"]) == 1
+
+
+@pytest.fixture
+def replay_layer() -> Iterator[Idempotency]:
+    """The idempotency layer alone, in replay mode with replay_errors, over a fresh store."""
+    store = Store()
+    faults = Faults(idempotency="replay", replay_errors=True)
+    yield Idempotency(Context(store, faults, "http://127.0.0.1:1"))
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "kept"),
+    [(400, True), (404, True), (409, True), (422, True), (429, False), (500, False), (503, False)],
+)
+def test_replay_errors_keeps_4xx_but_never_429_or_5xx(replay_layer, status, kept):
+    """Which endpoint errors replay_errors remembers: every 4xx but 429; never a 5xx."""
+    req = Request("POST", "/api/v1/assets", authorization="Bearer k", idempotency_key="k-err")
+
+    def failing(_req: Request) -> Reply:
+        raise ApiFailure(status, "some_code")
+
+    try:
+        first = replay_layer.run(req, failing)
+    except ApiFailure as failure:
+        first = failure.reply()
+    second = replay_layer.run(req, lambda _req: Reply(201, {"asset_id": "asset_x"}))
+    assert first.status == status
+    assert first.is_replay is False
+    if kept:
+        assert (second.status, second.body, second.is_replay) == (status, first.body, True)
+    else:
+        assert (second.status, second.is_replay) == (201, False)
+
+
+# -- malformed answers --------------------------------------------------------------------------
+
+
+def _logged(sb, route: str) -> list[tuple[int | None, str | None]]:
+    return [(r["status"], r["malformed"]) for r in requests_on(sb, route)]
+
+
+def test_malformed_not_json_is_an_html_page_after_the_side_effect(sandbox):
+    """malformed="not_json": 200 text/html "proxy error"; the asset was reserved all the same."""
+    sandbox.faults.fail_next("POST /assets", malformed="not_json")
+    answer = call(sandbox, "POST", "/assets", body=_reserve_body(sandbox))
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert "proxy error" in answer.text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(answer.text)
+    assert len(sandbox.state()["assets"]) == 1
+    assert _logged(sandbox, "POST /assets") == [(200, "not_json")]
+    assert call(sandbox, "POST", "/assets", body=_reserve_body(sandbox)).status_code == 201
+
+
+def test_malformed_array_answers_an_empty_list_after_the_side_effect(sandbox):
+    """malformed="array": 200 JSON [] for a complete that did move the asset to ready."""
+    asset = reserve(sandbox)
+    upload(asset, b"bytes")
+    sandbox.faults.fail_next("POST /assets/{id}/complete", malformed="array")
+    answer = complete(sandbox, asset["asset_id"])
+    assert (answer.status_code, answer.json()) == (200, [])
+    assert answer.headers["Content-Type"] == "application/json"
+    assert sandbox.state()["assets"][0]["status"] == "ready"
+    assert _logged(sandbox, "POST /assets/{id}/complete") == [(200, "array")]
+
+
+def test_malformed_missing_field_drops_the_main_id(sandbox):
+    """malformed="missing_field": the real answer without its id (or a list without its items)."""
+    asset_id = ready_asset(sandbox)
+    pid = sandbox.project_ids[0]
+    sandbox.faults.fail_next("POST /assets", malformed="missing_field")
+    sandbox.faults.fail_next("POST /projects/{id}/assets/{id}/attach", malformed="missing_field")
+    sandbox.faults.fail_next("GET /projects", malformed="missing_field")
+    reserved = call(sandbox, "POST", "/assets", body=_reserve_body(sandbox))
+    attached = call(sandbox, "POST", f"/projects/{pid}/assets/{asset_id}/attach")
+    listed = call(sandbox, "GET", "/projects", workspace_id=sandbox.workspace_id)
+    assert reserved.status_code == 201
+    assert "asset_id" not in reserved.json()
+    assert "upload" in reserved.json()
+    assert len(sandbox.state()["assets"]) == 2
+    assert attached.status_code == 201
+    assert set(attached.json()) == {"project_id", "asset_id", "canvas_url"}
+    assert len(sandbox.state()["nodes"][pid]) == 1
+    assert (listed.status_code, set(listed.json())) == (200, {"meta"})
+    assert _logged(sandbox, "POST /assets")[-1] == (201, "missing_field")
+
+
+def test_missing_field_names_a_field_for_every_api_route():
+    """Every API route has the field that missing_field removes from its answer."""
+    assert set(MAIN_FIELD) == set(API_ROUTES)
+
+
+def _raw_post(sb, path: str, body: dict[str, Any]) -> bytes:
+    """One POST on a raw socket, reading until the server closes the connection."""
+    data = json.dumps(body).encode()
+    head = (
+        f"POST /api/v1{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {sb.api_key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", sb.port), timeout=SHORT_TIMEOUT) as conn:
+        conn.sendall(head.encode() + data)
+        received = b""
+        while chunk := conn.recv(65536):  # a socket timeout here: the server kept it open
+            received += chunk
+    return received
+
+
+def test_malformed_truncated_announces_more_than_it_sends_then_closes(sandbox):
+    """malformed="truncated": the body is cut short of Content-Length and the connection closed."""
+    sandbox.faults.fail_next("POST /assets", malformed="truncated", times=2)
+    with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.ConnectionError)):
+        call(sandbox, "POST", "/assets", body=_reserve_body(sandbox))
+    head, _, body = _raw_post(sandbox, "/assets", _reserve_body(sandbox)).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 201 ")
+    announced = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    assert 0 < len(body) < announced
+    assert len(sandbox.state()["assets"]) == 2
+    assert _logged(sandbox, "POST /assets") == [(201, "truncated")] * 2
+    assert call(sandbox, "GET", "/workspaces").status_code == 200
+
+
+def test_malformed_redirect_points_elsewhere_on_loopback(sandbox):
+    """malformed="redirect": 302 to another loopback URL outside the API, empty body."""
+    asset_id = ready_asset(sandbox)
+    sandbox.faults.fail_next("GET /assets/{id}", malformed="redirect")
+    answer = requests.get(
+        f"{sandbox.base_url}/assets/{asset_id}",
+        headers={"Authorization": f"Bearer {sandbox.api_key}"},
+        allow_redirects=False,
+        timeout=TIMEOUT,
+    )
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    assert location.startswith(sandbox.origin + "/")
+    assert not location.startswith(sandbox.base_url)
+    assert answer.content == b""
+    assert _logged(sandbox, "GET /assets/{id}") == [(302, "redirect")]
+
+
+def test_malformed_leaves_error_answers_alone(sandbox):
+    """A scripted malformed fault garbles only a 2xx: an error answer goes out as it is."""
+    sandbox.faults.fail_next("GET /assets/{id}", malformed="array")
+    missing = call(sandbox, "GET", "/assets/asset_000000000000000000000000")
+    assert missing.status_code == 404
+    assert error_of(missing)["code"] == "not_found"
+    assert _logged(sandbox, "GET /assets/{id}") == [(404, None)]
+
+
+def test_malformed_rate_garbles_only_2xx_answers(sandbox):
+    """malformed_rate=1: every 2xx is replaced by one of the kinds, errors pass unchanged."""
+    requests.post(
+        f"{sandbox.origin}/_sandbox/faults", json={"malformed_rate": 1.0}, timeout=TIMEOUT
+    )
+    for _ in range(12):
+        with contextlib.suppress(requests.exceptions.ChunkedEncodingError):  # truncated
+            call(sandbox, "GET", "/workspaces")
+    assert call(sandbox, "GET", "/workspaces", key=None).status_code == 401
+    logged = _logged(sandbox, "GET /workspaces")
+    assert all(kind in MALFORMED_KINDS for _, kind in logged[:12])
+    assert all(status == (302 if kind == "redirect" else 200) for status, kind in logged[:12])
+    assert logged[12] == (401, None)
+
+
+def test_replay_keeps_the_real_answer_behind_a_malformed_one(sandbox):
+    """Replay mode stores the real answer, so a retry with the key gets it despite the garbling."""
+    sandbox.faults.update(idempotency="replay")
+    sandbox.faults.fail_next("POST /assets", malformed="missing_field")
+    headers = {"Idempotency-Key": "k-garbled"}
+    garbled = call(sandbox, "POST", "/assets", body=_reserve_body(sandbox), headers=headers)
+    retried = call(sandbox, "POST", "/assets", body=_reserve_body(sandbox), headers=headers)
+    assert "asset_id" not in garbled.json()
+    assert retried.status_code == 201
+    assert retried.headers["idempotent-replayed"] == "true"
+    assert retried.json()["asset_id"] == sandbox.state()["assets"][0]["asset_id"]
+    assert len(sandbox.state()["assets"]) == 1
+    logged = requests_on(sandbox, "POST /assets")
+    assert [(r["malformed"], r["replayed"]) for r in logged] == [
+        ("missing_field", False),
+        (None, True),
+    ]
+
+
+def test_duplicate_mode_spends_the_key_behind_a_malformed_answer(sandbox):
+    """Duplicate mode: the garbled request used the key, so a retry with it is 409 duplicate."""
+    sandbox.faults.fail_next("POST /assets", malformed="not_json")
+    headers = {"Idempotency-Key": "k-garbled"}
+    call(sandbox, "POST", "/assets", body=_reserve_body(sandbox), headers=headers)
+    retried = call(sandbox, "POST", "/assets", body=_reserve_body(sandbox), headers=headers)
+    assert retried.status_code == 409
+    assert error_of(retried)["code"] == "idempotency_duplicate"
+    assert len(sandbox.state()["assets"]) == 1

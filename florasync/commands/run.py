@@ -21,7 +21,7 @@ from florasync.config import config, runtime
 from florasync.errors import ExitCode
 from florasync.progress import TerminalProgress, human_bytes
 from florasync.sync.engine import Engine
-from florasync.sync.pipeline import Summary
+from florasync.sync.outcomes import Summary
 from florasync.sync.transfer import Outcome
 
 log = logging.getLogger(__name__)

@@ -23,25 +23,37 @@ log = logging.getLogger(__name__)
 
 
 def run_from_args(args: argparse.Namespace) -> ExitCode:
-    faults = Faults(
-        latency_seconds=args.latency,
-        error_rate=args.error_rate,
-        drop_before_rate=args.drop_rate,
-        drop_after_rate=args.drop_after_rate,
-        rate_limit_rps=args.rate_limit,
-        rate_limit_burst=args.burst,
-        retry_after_header=not args.no_retry_after,
-        expire_uploads=args.expire_uploads,
-        complete_pending_seconds=args.complete_delay,
-        idempotency=args.idempotency,
-        upload_spelling=args.upload_spelling,
-        forbidden_projects=list(args.forbid_project),
-    )
+    faults = faults_from_args(args)
     key = args.api_key or os.environ.get("FLORA_API_KEY") or f"sk_test_{secrets.token_hex(16)}"
     if not urls.is_loopback_host(args.host):
         log.warning("binding to %s: the sandbox is reachable from the network", args.host)
     return serve(Sandbox(host=args.host, port=args.port, api_key=key, data_dir=args.data,
                          faults=faults))  # fmt: skip
+
+
+def faults_from_args(args: argparse.Namespace) -> Faults:
+    """The fault knobs the ``florasync sandbox`` options ask for.
+
+    Raises:
+        ValueError: a value out of range (e.g. a rate above 1).
+    """
+    return Faults(
+        latency_seconds=args.latency,
+        error_rate=args.error_rate,
+        drop_before_rate=args.drop_rate,
+        drop_after_rate=args.drop_after_rate,
+        malformed_rate=args.malformed_rate,
+        rate_limit_rps=args.rate_limit,
+        rate_limit_burst=args.burst,
+        retry_after_header=not args.no_retry_after,
+        expire_uploads=args.expire_uploads,
+        complete_pending_seconds=args.complete_delay,
+        complete_without_bytes="lifecycle_error" if args.strict_lifecycle else "repeat",
+        idempotency=args.idempotency,
+        replay_errors=args.replay_errors,
+        upload_spelling=args.upload_spelling,
+        forbidden_projects=list(args.forbid_project),
+    )
 
 
 def serve(sb: Sandbox) -> ExitCode:

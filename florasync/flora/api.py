@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import quote
 
@@ -131,20 +130,26 @@ class FloraClient:
 
     def list_workspaces(self) -> list[models.Workspace]:
         body = self._json("GET", "/workspaces")
-        return [models.parse_workspace(w) for w in _items(body, "workspaces")]
+        return [
+            _parsed(models.parse_workspace, w, "GET /workspaces")
+            for w in _items(body, "workspaces")
+        ]
 
     def probe_workspaces(self) -> list[models.Workspace]:
         """``list_workspaces`` in one attempt, without retries: a quick yes/no about the key
         (at daemon start, before READY, a retry budget of minutes would hold systemd up)."""
         body = self._send("GET", "/workspaces", "/workspaces", params=None, json=None, headers={})
-        return [models.parse_workspace(w) for w in _items(body, "workspaces")]
+        return [
+            _parsed(models.parse_workspace, w, "GET /workspaces")
+            for w in _items(body, "workspaces")
+        ]
 
     def list_projects(
         self, workspace_id: str, *, query: str | None = None
     ) -> Iterator[models.Project]:
         params = {"workspace_id": workspace_id, "query": query}
         for item in self._paginate("/projects", "projects", params):
-            yield models.parse_project(item)
+            yield _parsed(models.parse_project, item, "GET /projects")
 
     def create_project(
         self, workspace_id: str, name: str, *, idempotency_key: str | None = None
@@ -163,7 +168,7 @@ class FloraClient:
 
     def list_nodes(self, project_id: str) -> Iterator[models.Node]:
         for item in self._paginate("/projects/{id}/nodes", "nodes", {}, ids=(project_id,)):
-            yield models.parse_node(item)
+            yield _parsed(models.parse_node, item, "GET /projects/{id}/nodes")
 
     def attach(self, project_id: str, asset_id: str, *, idempotency_key: str) -> models.Attachment:
         body = self._json(
@@ -220,7 +225,7 @@ class FloraClient:
     ) -> Iterator[models.Asset]:
         params = {"workspace_id": workspace_id, "project_id": project_id, "query": query}
         for item in self._paginate("/assets", "assets", params):
-            yield models.parse_asset(item)
+            yield _parsed(models.parse_asset, item, "GET /assets")
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -319,30 +324,24 @@ class UploadTarget:
     def upload(
         self,
         instructions: models.UploadInstructions,
-        path: Path,
+        stream: IO[bytes],
         *,
         file_name: str,
         content_type: str,
         progress: Callable[[int], None] | None = None,
     ) -> Mapping[str, Any]:
-        """Send every signed field unchanged, then the file, streamed from disk in 4 MiB reads.
+        """Send every signed field unchanged, then ``stream`` (an open file), in 4 MiB reads.
+
+        The caller opens the file, so it can prove the bytes are those of the file it admitted.
 
         Raises:
             errors.InsecureTransportError: the URL is plain http to a non-loopback host.
             errors.UploadRejectedError: any 4xx — the instructions are spent; ask for fresh ones.
             errors.UploadUncertainError: 5xx or a dropped connection; the bytes may have landed.
             errors.StoppedError: the stop event was set mid-upload.
-            errors.LocalFileError: the file cannot be opened.
         """
         _require_secure(instructions.url, "upload.url")
-        try:
-            stream = path.open("rb")
-        except OSError as exc:
-            raise errors.LocalFileError(
-                str(path), f"cannot open: {exc}", code="unreadable"
-            ) from exc
-        with stream:
-            return self._post(instructions, stream, file_name, content_type, progress)
+        return self._post(instructions, stream, file_name, content_type, progress)
 
     def _post(
         self,
@@ -441,15 +440,30 @@ def _fill(route: str, ids: tuple[str, ...]) -> str:
 
 
 def _items(body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """The list under ``key``. A listing without it is malformed, not empty: an empty answer
+    would let a lost attach or reservation look like one that never happened.
+
+    Raises:
+        errors.MalformedResponseError: ``key`` is missing or not a list.
+    """
     items = body.get(key)
-    return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
+    if not isinstance(items, list):
+        raise errors.MalformedResponseError(
+            f"unexpected response: no {key!r} list", code="bad_response", endpoint=key
+        )
+    return [i for i in items if isinstance(i, Mapping)]
 
 
 def _parsed(parse: Callable[[Mapping[str, Any]], T], body: Mapping[str, Any], what: str) -> T:
+    """``parse(body)``; an answer without the fields the API documents is malformed.
+
+    Raises:
+        errors.MalformedResponseError: ``parse`` refused the body.
+    """
     try:
         return parse(body)
-    except ValueError as exc:
-        raise errors.ApiError(
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise errors.MalformedResponseError(
             f"unexpected response: {exc}", code="bad_response", endpoint=what
         ) from None
 
@@ -460,25 +474,29 @@ def _decode(
     if response.status_code >= 400:
         raise _api_error(response, method, route, secret)
     if response.status_code >= 300:
-        raise errors.ApiError(
-            f"unexpected redirect to {response.headers.get('Location', '?')}",
-            status=response.status_code,
-            method=method,
-            endpoint=route,
-        )
+        where = _scrub(response.headers.get("Location", "?"), secret)
+        raise _malformed(response, method, route, f"unexpected redirect to {where}")
     try:
         body = response.json()
     except ValueError:
-        raise errors.NetworkError(
-            "the response body is not valid JSON (truncated?)",
-            status=response.status_code,
-            request_id=response.headers.get("request-id"),
-            method=method,
-            endpoint=route,
-        ) from None
+        raise _malformed(response, method, route, "the response body is not JSON") from None
     if not isinstance(body, Mapping):
-        raise errors.ApiError("the response is not a JSON object", method=method, endpoint=route)
+        raise _malformed(response, method, route, "the response is not a JSON object")
     return body
+
+
+def _malformed(
+    response: requests.Response, method: str, route: str, message: str
+) -> errors.MalformedResponseError:
+    kind = response.headers.get("Content-Type", "no content type")
+    return errors.MalformedResponseError(
+        f"{message} ({kind})",
+        status=response.status_code,
+        code="bad_response",
+        request_id=response.headers.get("request-id"),
+        method=method,
+        endpoint=route,
+    )
 
 
 def _api_error(

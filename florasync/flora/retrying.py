@@ -27,6 +27,7 @@ class RetryPolicy:
 
     max_attempts: int = 10
     max_rate_limited_attempts: int = 30  # 429s cost nothing on the server: be patient
+    max_malformed_attempts: int = 3  # a proxy answering nonsense rarely recovers in seconds
     max_total_seconds: float = 300.0
     backoff_base_seconds: float = 0.5
     backoff_cap_seconds: float = 30.0  # FLORA's guidance caps backoff at 30 s (CONTRACT §3.1)
@@ -47,6 +48,8 @@ class RetryPolicy:
         """Attempts allowed for a request whose last failure was ``exc``."""
         if isinstance(exc, errors.RateLimitedError):
             return self.max_rate_limited_attempts
+        if isinstance(exc, errors.MalformedResponseError):
+            return self.max_malformed_attempts
         return self.max_attempts
 
 

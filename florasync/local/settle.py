@@ -3,8 +3,10 @@
 Owns the settle rule of PRODUCT.md ("never a half-written file"). A close-after-write event hands
 the file on at once (the fast path); otherwise its (size, mtime_ns, ctime_ns) must stay the same
 for ``settle_seconds``, checked by one timer thread for all files (never a thread per file). A
-file whose last change is already older than ``settle_seconds`` is settled on sight. Clocks and
-``stat`` are injected so tests run on a fake clock.
+file whose last change is already older than ``settle_seconds`` is settled on sight. Every look
+at a file goes through the injected ``probe`` (the pipeline passes the folder's admission
+``Gate``, so a path that turned into a symlink leading outside is refused, not read); clocks are
+injected so tests run on a fake clock.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from florasync.local.admission import Refusal
 from florasync.local.identity import FileStat
 
 log = logging.getLogger(__name__)
@@ -34,8 +37,22 @@ class _Entry(Generic[Tag]):
     due: float
 
 
+Probe = Callable[[str, Tag], "FileStat | Refusal | None"]
+"""Looks at ``path``: its stat, a ``Refusal`` (it may not be synced) or None (nothing there)."""
+
+
+def regular_file(path: str, _tag: object) -> FileStat | Refusal | None:
+    """The default probe: a regular file itself, never through a symlink."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return FileStat.from_stat(st) if stat_mode.S_ISREG(st.st_mode) else None
+
+
 class Settler(Generic[Tag]):
-    """Calls ``ready(path, tag, stat)`` once ``path`` settled, ``gone(path, tag)`` if it vanished.
+    """Calls ``ready(path, tag, stat)`` once ``path`` settled, ``gone(path, tag)`` if it vanished,
+    ``refused(path, tag, refusal)`` if the probe refused it.
 
     ``tag`` is whatever the caller needs back (the pipeline passes the folder and a retry count).
     """
@@ -46,16 +63,18 @@ class Settler(Generic[Tag]):
         *,
         ready: Callable[[str, Tag, FileStat], None],
         gone: Callable[[str, Tag], None],
+        refused: Callable[[str, Tag, Refusal], None] | None = None,
+        probe: Probe[Tag] = regular_file,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        stat: Callable[[str], os.stat_result] = os.stat,
     ) -> None:
         self.settle_seconds = settle_seconds
         self._ready = ready
         self._gone = gone
+        self._refused = refused
+        self._probe = probe
         self._clock = clock
         self._wall_clock = wall_clock
-        self._stat = stat
         self._entries: dict[str, _Entry[Tag]] = {}
         self._heap: list[tuple[float, str]] = []
         self._cond = threading.Condition()
@@ -64,26 +83,36 @@ class Settler(Generic[Tag]):
         with self._cond:
             return len(self._entries)
 
-    def observe(self, path: str, tag: Tag, *, closed: bool = False) -> None:
-        """A hint that ``path`` was written: hand it on when it has settled."""
-        st = self._lstat(path)
-        if st is None:
-            self._drop(path, tag)
-            return
-        if closed or self._old_enough(st):
+    def observe(self, path: str, tag: Tag, *, closed: bool = False, on_sight: bool = True) -> bool:
+        """A hint that ``path`` was written: hand it on when it has settled.
+
+        Returns False when ``path`` was already settling: the hint merged into that entry, which
+        ends in one callback for both. ``on_sight=False`` never calls back from this thread (a
+        pipeline thread re-offering a file must not wait on its own queue): the timer thread
+        hands it on instead, at the earliest after ``settle_seconds``.
+        """
+        with self._cond:
+            merged = path in self._entries
+        st = self._probe(path, tag)
+        if not isinstance(st, FileStat):
             self._forget(path)
-            self._ready(path, tag, FileStat.from_stat(st))
-            return
-        key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            self._reject(path, tag, st)
+            return not merged
+        if on_sight and (closed or self._old_enough(st)):
+            self._forget(path)
+            self._ready(path, tag, st)
+            return not merged
+        key = (st.size, st.mtime_ns, st.ctime_ns)
         with self._cond:
             entry = self._entries.get(path)
             if entry is not None and entry.key == key:
                 entry.tag = tag
-                return  # unchanged since last seen: the running timer stands
+                return False  # unchanged since last seen: the running timer stands
             due = self._clock() + self.settle_seconds
             self._entries[path] = _Entry(tag, key, due)
             heapq.heappush(self._heap, (due, path))
             self._cond.notify()
+        return not merged
 
     def tick(self) -> float:
         """Re-check every file that is due; return the seconds until the next one is."""
@@ -107,13 +136,13 @@ class Settler(Generic[Tag]):
             self._cond.notify_all()
 
     def _recheck(self, path: str, entry: _Entry[Tag]) -> None:
-        st = self._lstat(path)
-        if st is None:
-            self._gone(path, entry.tag)
+        st = self._probe(path, entry.tag)
+        if not isinstance(st, FileStat):
+            self._reject(path, entry.tag, st)
             return
-        key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        key = (st.size, st.mtime_ns, st.ctime_ns)
         if key == entry.key:
-            self._ready(path, entry.tag, FileStat.from_stat(st))
+            self._ready(path, entry.tag, st)
             return
         with self._cond:  # still changing (a growing file): wait another settle period
             if path not in self._entries:
@@ -132,21 +161,16 @@ class Settler(Generic[Tag]):
                     return path, entry
             return None
 
-    def _old_enough(self, st: os.stat_result) -> bool:
+    def _old_enough(self, st: FileStat) -> bool:
         """Unchanged for settle_seconds already (ctime moves on every write, rename and chmod)."""
-        last_change = max(st.st_mtime_ns, st.st_ctime_ns) / 1e9
+        last_change = max(st.mtime_ns, st.ctime_ns) / 1e9
         return self._wall_clock() - last_change >= self.settle_seconds
 
-    def _lstat(self, path: str) -> os.stat_result | None:
-        try:
-            st = self._stat(path)
-        except OSError:
-            return None
-        return st if stat_mode.S_ISREG(st.st_mode) else None
-
-    def _drop(self, path: str, tag: Tag) -> None:
-        self._forget(path)
-        self._gone(path, tag)
+    def _reject(self, path: str, tag: Tag, refusal: Refusal | None) -> None:
+        if refusal is None or self._refused is None:
+            self._gone(path, tag)
+        else:
+            self._refused(path, tag, refusal)
 
     def _forget(self, path: str) -> None:
         with self._cond:

@@ -64,8 +64,8 @@ class Callbacks:
 
     offer: Callable[[str, FolderConfig, bool], None]  # (path, folder, closed)
     walk: Callable[[FolderConfig, str], None]  # (folder, directory relative to it)
-    forget: Callable[[str], None]
-    rescan: Callable[[int, str], None]  # (folder index, reason)
+    forget: Callable[[str], None]  # a file or a directory (and all under it) is gone
+    rescan: Callable[[str, str], None]  # (folder root, reason)
 
 
 @dataclass
@@ -103,9 +103,14 @@ class _Handler(events.FileSystemEventHandler):
     def dispatch(self, event: events.FileSystemEvent) -> None:
         try:
             self._watcher.record(self._watched, event)
-        except Exception:  # an exception here would kill the observer thread
-            log.exception("watch event handling failed; rescanning %s", self._watched.root)
-            self._watcher.callbacks.rescan(self._watched.index, "event handler error")
+        except Exception as exc:  # an exception here would kill the observer thread
+            log.error(  # noqa: TRY400 -- a traceback only with --debug
+                "watch event handling failed (%s); rescanning %s",
+                exc,
+                self._watched.root,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            self._watcher.callbacks.rescan(self._watched.root, "event handler error")
 
 
 class Watcher:
@@ -251,13 +256,32 @@ class Watcher:
             if not self._is_relevant(watched, path, hint):
                 continue
             if not self._pending.add(path, watched.index, hint):
-                self.callbacks.rescan(watched.index, "too many pending events")
+                self.callbacks.rescan(watched.root, "too many pending events")
 
     def overflowed(self) -> None:
         """The kernel dropped events (one inotify instance serves every folder): rescan all."""
         for w in self._watched:
             if not w.polled:
-                self.callbacks.rescan(w.index, "inotify queue overflow")
+                self.callbacks.rescan(w.root, "inotify queue overflow")
+
+    def take_pending(self) -> list[tuple[str, Hint]]:
+        """The events not yet acted on (a stopped watcher hands them to its successor)."""
+        with self._pending.cond:
+            batch, self._pending.items = self._pending.items, {}
+        return [(path, hint) for path, (_, hint) in batch.items()]
+
+    def adopt(self, pending: list[tuple[str, Hint]]) -> None:
+        """Take over a predecessor's pending events, for the folders this watcher watches."""
+        for path, hint in pending:
+            watched = self._watched_for(path)
+            if watched is None or not self._is_relevant(watched, path, hint):
+                continue
+            if not self._pending.add(path, watched.index, hint):
+                self.callbacks.rescan(watched.root, "too many pending events")
+
+    def _watched_for(self, path: str) -> _Watched | None:
+        inside = [w for w in self._watched if path.startswith(w.root + "/")]
+        return max(inside, key=lambda w: len(w.root), default=None)
 
     def _is_relevant(self, watched: _Watched, path: str, hint: Hint) -> bool:
         root = watched.root
@@ -275,23 +299,51 @@ class Watcher:
 
     def _drain(self) -> None:
         while not (self._stop.is_set() or self._closed.is_set()):
-            for path, (index, hint) in self._pending.take(timeout=_IDLE_DRAIN_SECONDS).items():
+            batch = list(self._pending.take(timeout=_IDLE_DRAIN_SECONDS).items())
+            for done, (path, (index, hint)) in enumerate(batch):
                 if self._stop.is_set() or self._closed.is_set():
+                    self._put_back(batch[done:])  # a successor adopts them (reload)
                     return
-                self._act(path, self._watched[index], hint)
+                self._act_safely(path, self._watched[index], hint)
+
+    def _put_back(self, items: list[tuple[str, tuple[int, Hint]]]) -> None:
+        with self._pending.cond:
+            for path, (index, hint) in items:
+                known = self._pending.items.get(path)
+                self._pending.items[path] = (index, hint | known[1] if known else hint)
+
+    def _act_safely(self, path: str, watched: _Watched, hint: Hint) -> None:
+        try:
+            self._act(path, watched, hint)
+        except Exception as exc:  # the drain thread must live: the folder's rescan catches up
+            log.error(  # noqa: TRY400 -- a traceback only with --debug
+                "acting on an event for %s failed (%s); rescanning %s",
+                path,
+                exc,
+                watched.root,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            self.callbacks.rescan(watched.root, "event handling error")
 
     def _act(self, path: str, watched: _Watched, hint: Hint) -> None:
+        """Decide with ``lstat``: walk a new directory, offer a file, forget what is gone.
+
+        A symlink is offered like a file: the pipeline's admission follows it only inside the
+        folder. ``_drain`` runs this for every pending path, so it never raises.
+        """
         try:
-            st = Path(path).stat()
+            st = os.lstat(path)
         except OSError:
             if hint & Hint.GONE:
                 self.callbacks.forget(path)
             return
+        relpath = path[len(watched.root) + 1 :]
         if stat_mode.S_ISDIR(st.st_mode):
             if hint & Hint.DIR:
-                self.callbacks.walk(watched.folder, path[len(watched.root) + 1 :])
+                self.callbacks.walk(watched.folder, relpath)
             return
-        if stat_mode.S_ISREG(st.st_mode) and watched.rules.is_wanted(path[len(watched.root) + 1 :]):
+        is_file = stat_mode.S_ISREG(st.st_mode) or stat_mode.S_ISLNK(st.st_mode)
+        if is_file and watched.rules.is_wanted(relpath):
             self.callbacks.offer(path, watched.folder, bool(hint & Hint.CLOSED))
 
     def _schedule(self, w: _Watched) -> str | None:
@@ -339,11 +391,13 @@ def _hints(event: events.FileSystemEvent) -> list[tuple[str, Hint]]:
     kind = event.event_type
     if kind == events.EVENT_TYPE_MOVED:
         dest = os.fsdecode(event.dest_path)
-        return (
-            [(dest, Hint.DIR)] if event.is_directory else [(src, Hint.GONE), (dest, Hint.CHANGED)]
-        )
+        if event.is_directory:  # what was under the old name is gone from the journal too
+            return [(src, Hint.GONE | Hint.DIR), (dest, Hint.DIR)]
+        return [(src, Hint.GONE), (dest, Hint.CHANGED)]
     if event.is_directory:
-        return [(src, Hint.DIR)] if kind == events.EVENT_TYPE_CREATED else []
+        if kind == events.EVENT_TYPE_CREATED:
+            return [(src, Hint.DIR)]
+        return [(src, Hint.GONE | Hint.DIR)] if kind == events.EVENT_TYPE_DELETED else []
     hint = _FILE_HINTS.get(kind)
     return [] if hint is None else [(src, hint)]
 

@@ -38,6 +38,7 @@ ALLOWED_TYPES = frozenset(
 CREATE_FIELDS = ("source", "workspace_id", "file_name", "content_type", "folder")
 SIGNED_URL = "signed-url"
 EXPIRED_MESSAGE = "Upload expired"
+NO_BYTES_MESSAGE = "Asset has no uploaded bytes yet."
 
 
 def create_asset(ctx: Context, req: Request) -> Reply:
@@ -145,7 +146,11 @@ def refresh(ctx: Context, asset: Asset) -> None:
 
 
 def _complete_pending(ctx: Context, asset: Asset) -> bool:
-    """Apply complete to a pending asset; whether the answer repeats the upload object."""
+    """Apply complete to a pending asset; whether the answer repeats the upload object.
+
+    Raises:
+        ApiFailure: 409 ``lifecycle_error`` for no bytes under ``complete_without_bytes``.
+    """
     if asset.processing_until is not None:
         return False
     if asset.has_bytes:
@@ -153,6 +158,8 @@ def _complete_pending(ctx: Context, asset: Asset) -> bool:
         return False
     reservation = asset.reservation
     if reservation is not None and reservation.expire > ctx.clock():
+        if ctx.faults.complete_without_bytes == "lifecycle_error":  # the other reading of §7.2
+            raise ApiFailure(409, "lifecycle_error", NO_BYTES_MESSAGE)
         return True  # bytes not received yet, reservation valid: repeat it (CONTRACT §14 Q16)
     asset.status = "failed"
     asset.failure_message = EXPIRED_MESSAGE

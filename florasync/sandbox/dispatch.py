@@ -2,7 +2,8 @@
 
 Owns the route table under ``/api/v1`` and the order in which a request meets each stage
 (docs/design.md): scripted ``fail_next`` first, then the random error and drop rates, then the
-token bucket, then auth (CONTRACT §2), ``read_only``, idempotency (§5) and the endpoint.
+token bucket, then auth (CONTRACT §2), ``read_only``, idempotency (§5) and the endpoint, and
+last the malformed fault, which garbles a 2xx answer after idempotency remembered it.
 Every request is logged in ``Traffic``; every 429 with ``Retry-After`` opens a window there.
 """
 
@@ -14,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from florasync.sandbox import assets, projects
+from florasync.sandbox import assets, malformed, projects
 from florasync.sandbox.context import API_PREFIX, Context, Request
 from florasync.sandbox.faults import ScriptedFault
 from florasync.sandbox.idempotency import Idempotency
 from florasync.sandbox.ratelimit import retry_after_seconds
-from florasync.sandbox.replies import ApiFailure, Drop, Outcome, Reply, error_reply
+from florasync.sandbox.replies import ApiFailure, Drop, Garbled, Outcome, Reply, error_reply
 from florasync.sandbox.traffic import Traffic
 
 Endpoint = Callable[..., Reply]
@@ -94,7 +95,9 @@ class Dispatcher:
         if limited is not None:
             return limited
         reply = self._respond(route, ids, req)
-        return Drop(stored=True) if drop_after else reply
+        if drop_after:
+            return Drop(stored=True)
+        return self._garble(faults.roll_malformed(), route, req, reply)
 
     def _scripted(
         self, fault: ScriptedFault, route: Route, ids: tuple[str, ...], req: Request
@@ -104,8 +107,17 @@ class Dispatcher:
         if fault.drop == "after":
             self._respond(route, ids, req)  # side effects happen, the answer is lost
             return Drop(stored=True)
+        if fault.malformed is not None:
+            reply = self._respond(route, ids, req)  # side effects happen, the answer is garbled
+            return self._garble(fault.malformed, route, req, reply)
         headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
         return ApiFailure(fault.status or 500, fault.code, headers=headers).reply()
+
+    def _garble(self, kind: str | None, route: Route, req: Request, reply: Reply) -> Outcome:
+        """``reply`` as the ``kind`` of malformed answer if it is a 2xx, else unchanged."""
+        if kind is None or not 200 <= reply.status < 300:
+            return reply
+        return malformed.garble(kind, route.name, req.path, reply, self._ctx.origin)
 
     def _rate_limited(self, req: Request) -> Reply | None:
         """429 when the key's token bucket is empty (CONTRACT §4)."""
@@ -147,10 +159,14 @@ class Dispatcher:
         if isinstance(outcome, Drop):
             self._traffic.finish(seq, None, dropped=True, replayed=False)
             return
+        if isinstance(outcome, Garbled):
+            replayed = outcome.real.is_replay
+            self._traffic.finish(seq, outcome.status, replayed=replayed, malformed=outcome.kind)
+            return
         retry_after = outcome.headers.get("Retry-After")
         if outcome.status == 429 and retry_after is not None and req.bearer is not None:
             self._traffic.announce_window(req.bearer, float(retry_after))
-        self._traffic.finish(seq, outcome.status, dropped=False, replayed=outcome.is_replay)
+        self._traffic.finish(seq, outcome.status, replayed=outcome.is_replay)
 
 
 def _match(req: Request) -> tuple[Route, tuple[str, ...]] | None:

@@ -41,17 +41,21 @@ _N = TypeVar("_N", int, float)
 
 ANY_API_ROUTE = "*"
 DROP_MODES = ("before", "after")
+MALFORMED_KINDS = ("not_json", "array", "missing_field", "truncated", "redirect")
+"""What a malformed answer looks like (docs/design.md, "Malformed answers")."""
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "idempotency": ("duplicate", "replay"),
     "upload_spelling": ("snake", "camel", "both"),
     "attach_mode": ("duplicate_node", "existing"),
+    "complete_without_bytes": ("repeat", "lifecycle_error"),
 }
 _RATES = frozenset(
     {
         "error_rate",
         "drop_before_rate",
         "drop_after_rate",
+        "malformed_rate",
         "upload_error_rate",
         "upload_drop_rate",
         "upload_lose_response_rate",
@@ -62,6 +66,7 @@ FIELD_HELP: dict[str, str] = {
     "error_rate": "fraction of API requests answered 500/502/503 before the handler runs",
     "drop_before_rate": "fraction of API requests whose connection is closed unanswered",
     "drop_after_rate": "fraction of API requests handled, then closed without an answer",
+    "malformed_rate": "fraction of handled 2xx API answers replaced by a malformed one",
     "latency_seconds": "delay added to every request",
     "rate_limit_rps": "token bucket refill rate per API key (unset: no rate limit)",
     "rate_limit_burst": "token bucket size per API key",
@@ -75,10 +80,14 @@ FIELD_HELP: dict[str, str] = {
     "forbidden_projects": "project ids whose GET, nodes and attach answer 403",
     "read_only": "every mutating API call answers 403 forbidden",
     "idempotency": "duplicate (409 on a reused key) or replay (first answer replayed)",
+    "replay_errors": "replay mode also remembers and replays 4xx answers (but 429)",
     "idempotency_window_seconds": "how long a key is remembered (default 2 h; replay 24 h)",
     "upload_spelling": "spelling of the upload object: snake, camel or both",
     "attach_mode": "attaching an asset twice: duplicate_node or existing",
     "lifecycle_conflict": "complete/retry on a ready asset answer 409 conflict",
+    "complete_without_bytes": (
+        "complete before any bytes arrived: repeat (200, upload repeated) or lifecycle_error (409)"
+    ),
     "reject_at_reservation": "refuse a disallowed content type at POST /assets (400)",
     "max_image_bytes": "largest accepted image, audio or pdf upload",
     "max_video_bytes": "largest accepted video upload",
@@ -90,13 +99,15 @@ FIELD_HELP: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class ScriptedFault:
-    """One pending ``fail_next`` entry: answer ``status`` or drop, ``remaining`` more times."""
+    """One pending ``fail_next`` entry: answer ``status``, drop, or garble the answer
+    (``malformed``), ``remaining`` more times."""
 
     route: str
     status: int | None
     code: str | None
     retry_after: int | None
     drop: str | None
+    malformed: str | None
     remaining: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +121,7 @@ class Faults:
     error_rate: float = 0.0
     drop_before_rate: float = 0.0
     drop_after_rate: float = 0.0
+    malformed_rate: float = 0.0
     latency_seconds: float = 0.0
     rate_limit_rps: float | None = None
     rate_limit_burst: int = 10
@@ -124,9 +136,11 @@ class Faults:
     read_only: bool = False
     idempotency: str = "duplicate"
     idempotency_window_seconds: float | None = None
+    replay_errors: bool = False
     upload_spelling: str = "snake"
     attach_mode: str = "duplicate_node"
     lifecycle_conflict: bool = False
+    complete_without_bytes: str = "repeat"
     reject_at_reservation: bool = False
     max_image_bytes: int = 50 * MB
     max_video_bytes: int = 2 * GIB
@@ -180,18 +194,27 @@ class Faults:
         code: str | None = None,
         retry_after: int | None = None,
         drop: str | None = None,
+        malformed: str | None = None,
     ) -> None:
-        """Answer the next ``times`` requests on ``route`` with ``status``, or drop them.
+        """Answer the next ``times`` requests on ``route`` with ``status``, drop or garble them.
 
         ``drop="before"`` closes the connection without running the handler; ``"after"`` runs
-        it (side effects happen) and closes without answering. Without ``status`` or ``drop``
-        the requests get a 500.
+        it (side effects happen) and closes without answering. ``malformed`` (one of
+        ``MALFORMED_KINDS``, API routes only) runs it and sends a malformed answer in place of
+        a 2xx one. Without ``status``, ``drop`` or ``malformed`` the requests get a 500.
 
         Raises:
-            ValueError: unknown route, both ``status`` and ``drop``, or a bad value.
+            ValueError: unknown route, more than one of ``status``, ``drop`` and ``malformed``,
+                or a bad value.
         """
         fault = _scripted(
-            route, status=status, times=times, code=code, retry_after=retry_after, drop=drop
+            route,
+            status=status,
+            times=times,
+            code=code,
+            retry_after=retry_after,
+            drop=drop,
+            malformed=malformed,
         )
         with self._lock:
             self._scripted.append(fault)
@@ -242,6 +265,12 @@ class Faults:
 
     def pick_server_error(self) -> int:
         return self._dice.choice((500, 502, 503))
+
+    def roll_malformed(self) -> str | None:
+        """A malformed kind with probability ``malformed_rate`` (each kind alike), else None."""
+        if not self.roll(self.malformed_rate):
+            return None
+        return self._dice.choice(MALFORMED_KINDS)
 
     def rate_limit_wait(self, key: str) -> float:
         """Seconds until ``key`` may send again (0.0 = go ahead and a token was taken)."""
@@ -368,22 +397,33 @@ def _scripted(
     code: str | None,
     retry_after: int | None,
     drop: str | None,
+    malformed: str | None,
 ) -> ScriptedFault:
     if route != ANY_API_ROUTE and route not in API_ROUTES and route != UPLOAD_ROUTE:
         raise ValueError(f"fail_next: unknown route {route!r}")
-    if status is not None and drop is not None:
-        raise ValueError("fail_next: give status or drop, not both")
+    if sum(v is not None for v in (status, drop, malformed)) > 1:
+        raise ValueError("fail_next: give only one of status, drop and malformed")
     if drop is not None and drop not in DROP_MODES:
         raise ValueError("fail_next: drop must be 'before' or 'after'")
+    _check_malformed(route, malformed)
     if status is not None and (isinstance(status, bool) or not 400 <= status <= 599):
         raise ValueError("fail_next: status must be an HTTP error status (400-599)")
     if isinstance(times, bool) or not isinstance(times, int) or times < 1:
         raise ValueError("fail_next: times must be a positive integer")
     if retry_after is not None and (isinstance(retry_after, bool) or retry_after < 0):
         raise ValueError("fail_next: retry_after must be a non-negative integer")
-    if status is None and drop is None:
+    if status is None and drop is None and malformed is None:
         status = 500
-    return ScriptedFault(route, status, code, retry_after, drop, times)
+    return ScriptedFault(route, status, code, retry_after, drop, malformed, times)
+
+
+def _check_malformed(route: str, malformed: str | None) -> None:
+    if malformed is None:
+        return
+    if malformed not in MALFORMED_KINDS:
+        raise ValueError(f"fail_next: malformed must be one of {', '.join(MALFORMED_KINDS)}")
+    if route == UPLOAD_ROUTE:
+        raise ValueError("fail_next: malformed answers are for API routes, not the upload target")
 
 
 def _plain(value: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Owns the wire side of every request: parsing the URL and headers into a ``Request``, the
 latency fault, routing (API, upload target, asset files, control), writing JSON answers with
-``Content-Length`` and a ``request-id`` (CONTRACT §1), and closing the connection for drops.
+``Content-Length`` and a ``request-id`` (CONTRACT §1), writing malformed answers as they are,
+and closing the connection for drops and truncated answers.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from florasync.sandbox.context import (
     Request,
 )
 from florasync.sandbox.dispatch import Dispatcher
-from florasync.sandbox.replies import Drop, Outcome, Reply, error_reply, invalid
+from florasync.sandbox.replies import Drop, Garbled, Outcome, Reply, error_reply, invalid
 from florasync.sandbox.traffic import Traffic
 from florasync.sandbox.upload import FLORA_HEADERS, UploadRequest, UploadTarget
 from florasync.sandbox.wire import BodyReader, BodyTooLarge
@@ -193,6 +194,9 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(outcome, Drop):
             self.close_connection = True  # no answer: the client sees the connection close
             return
+        if isinstance(outcome, Garbled):
+            self._write_garbled(outcome)
+            return
         self._write_reply(outcome)
 
     def _write_reply(self, reply: Reply) -> None:
@@ -206,6 +210,18 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _write_garbled(self, garbled: Garbled) -> None:
+        """The malformed answer's bytes; a truncated one closes the connection after them."""
+        self.send_response(garbled.status)
+        for name, value in garbled.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(garbled.content_length))
+        self.send_header("request-id", _request_id())
+        self.end_headers()
+        self.wfile.write(garbled.body)
+        if garbled.is_truncated:
+            self.close_connection = True  # the client waits for bytes that never come: EOF
 
 
 def _query(url: SplitResult) -> dict[str, str]:

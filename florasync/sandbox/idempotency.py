@@ -5,7 +5,9 @@ within the window gives 409 ``idempotency_duplicate`` whatever the body. "replay
 page): same key and body replays the stored answer with ``idempotent-replayed: true``, another
 body gives 422 ``idempotency_conflict``; a body ``idempotency_key`` counts as the key. A key is
 remembered only after its request passed validation and succeeded (CONTRACT §14 Q2), so a
-request that was refused or failed may be sent again with the same key.
+request that was refused or failed may be sent again with the same key; with ``replay_errors``
+replay mode also remembers the endpoint's 4xx answers (not 429), as a platform that caches the
+first answer whatever it was would.
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ class Idempotency:
         """Answer ``req`` through ``endpoint``, or with a 409/422/replay for a known key.
 
         Raises:
-            ApiFailure: 409 ``idempotency_duplicate``, 422 ``idempotency_conflict``, or whatever
-                ``endpoint`` raises (the key is then not remembered).
+            ApiFailure: 409 ``idempotency_duplicate``, 422 ``idempotency_conflict``, or what
+                ``endpoint`` raised when it is not kept as the key's answer (the key stays
+                unused).
         """
-        replay = self._ctx.faults.idempotency == "replay"
+        faults = self._ctx.faults
+        replay = faults.idempotency == "replay"
         req, key = _with_body_key(req) if replay else (req, req.idempotency_key)
         if not key:
             return endpoint(req)
+        keep_errors = replay and faults.replay_errors
         record_key = json.dumps([req.bearer, req.method, req.path, key])
         digest = _body_digest(req.body)
         earlier = self._claim(record_key, digest, replay=replay)
@@ -50,10 +55,14 @@ class Idempotency:
             return earlier
         try:
             reply = endpoint(req)
+        except ApiFailure as failure:
+            if not (keep_errors and _is_kept_error(failure.status)):
+                raise
+            reply = failure.reply()
         finally:
             with self._lock:
                 self._in_flight.discard(record_key)
-        if 200 <= reply.status < 300:
+        if 200 <= reply.status < 300 or (keep_errors and _is_kept_error(reply.status)):
             self._remember(record_key, digest, reply)
         return reply
 
@@ -93,6 +102,11 @@ class Idempotency:
 
     def _expired(self, record: IdempotencyRecord) -> bool:
         return self._ctx.clock() - record.at > self._ctx.faults.idempotency_window()
+
+
+def _is_kept_error(status: int) -> bool:
+    """A client error ``replay_errors`` remembers: any 4xx but 429, which asks to come back."""
+    return 400 <= status < 500 and status != 429
 
 
 def _with_body_key(req: Request) -> tuple[Request, str | None]:

@@ -1,4 +1,4 @@
-"""What the API answers: the ``Reply`` value, ``Drop``, and FLORA's error envelope.
+"""What the API answers: the ``Reply`` value, ``Drop``, ``Garbled``, FLORA's error envelope.
 
 Owns the envelope ``{"error": {"code", "message", "fields"?}}`` (CONTRACT §3) with the example
 messages of the spec, the default code for each status, and ``ApiFailure``, which endpoints
@@ -20,6 +20,7 @@ MESSAGES: Final = {
     "idempotency_duplicate": "Duplicate idempotency key.",
     "idempotency_conflict": "Idempotency key was already used with a different request body.",
     "conflict": "Invalid state transition.",
+    "lifecycle_error": "Invalid lifecycle transition.",
     "rate_limited": "Rate limit exceeded.",
     "unknown_error": "An unknown error occurred.",
     "service_unavailable": "Service unavailable.",
@@ -60,7 +61,27 @@ class Drop:
     stored: bool = False
 
 
-Outcome = Reply | Drop
+@dataclass(frozen=True, slots=True)
+class Garbled:
+    """Raw bytes sent in place of the handled answer ``real`` (the malformed fault).
+
+    ``content_length`` is what the header announces; when it exceeds ``len(body)`` the answer
+    is cut short and the connection closed after it.
+    """
+
+    kind: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    content_length: int
+    real: Reply
+
+    @property
+    def is_truncated(self) -> bool:
+        return self.content_length > len(self.body)
+
+
+Outcome = Reply | Drop | Garbled
 
 
 class ApiFailure(Exception):

@@ -112,7 +112,7 @@ class Node:
 
 @dataclass(slots=True)
 class IdempotencyRecord:
-    """A remembered successful answer to a request that carried an Idempotency-Key."""
+    """A remembered answer (2xx, or 4xx with ``replay_errors``) to a keyed request."""
 
     at: float
     body_digest: str

@@ -32,6 +32,7 @@ class Entry:
     idempotency_key: str | None
     authorization: bool
     replayed: bool
+    malformed: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +78,30 @@ class Traffic:
                 idempotency_key,
                 authorization,
                 False,
+                None,
             )
             self._entries.append(entry)
         if identity is not None:
             self._check_window(identity, entry, GRACE_SECONDS + 2 * latency_seconds)
         return seq
 
-    def finish(self, seq: int, status: int | None, *, dropped: bool, replayed: bool) -> None:
-        """Record how a request ended: the status sent, or ``dropped`` with no answer."""
+    def finish(
+        self,
+        seq: int,
+        status: int | None,
+        *,
+        dropped: bool = False,
+        replayed: bool,
+        malformed: str | None = None,
+    ) -> None:
+        """Record how a request ended: the status sent (of the ``malformed`` answer, if one
+        replaced the real one), or ``dropped`` with no answer."""
         with self._lock:
             entry = self._entries[seq - 1]
             entry.status = None if dropped else status
             entry.dropped = dropped
             entry.replayed = replayed
+            entry.malformed = malformed
 
     def announce_window(self, identity: str, seconds: float) -> None:
         """A 429 told ``identity`` to wait ``seconds`` from now (remember when that ends)."""

@@ -3,12 +3,16 @@
 Owns the start-up order (check the key, arm the watches, queue the catch-up scan, then READY, so
 nothing created in between is missed), the main loop (watcher health, folders that go away and
 come back, polling, the periodic safety rescan, files put back by ``florasync retry``, a refused
-key), SIGHUP reload, sd_notify, and a clean stop on SIGTERM/SIGINT.
+key), SIGHUP reload (the new watches armed before the old ones stop, so nothing written meanwhile is
+missed), sd_notify, and a clean stop on SIGTERM/SIGINT. Folders are named by their path, so a
+reload that reorders them keeps what was queued for each. The main loop never blocks on the
+pipeline: what may wait on a full queue runs on the sweeper's thread.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import functools
 import logging
 import signal
 import threading
@@ -16,17 +20,17 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from florasync import errors, logs
-from florasync.config import config, credentials, runtime
+from florasync import errors
+from florasync.config import config, runtime
 from florasync.config.config import FolderConfig
 from florasync.errors import ExitCode
 from florasync.local import mounts
 from florasync.local.watcher import Callbacks, ObserverFactory, Watcher
+from florasync.service import reload
 from florasync.service.monitoring import Monitoring
 from florasync.service.sweeper import Sweeper
 from florasync.service.systemd import Notifier
 from florasync.sync.engine import Engine
-from florasync.sync.transfer import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +71,8 @@ class Daemon:
         self._stopping = threading.Event()
         self._reload_requested = threading.Event()
         self._wake = threading.Event()
-        self._missing: set[int] = set()
-        self._next_poll: dict[int, float] = {}
+        self._missing: set[str] = set()  # roots of folders that are gone for now
+        self._next_poll: dict[str, float] = {}
         self._next_rescan = 0.0
         self._next_retry_pickup = 0.0
         self._next_ping = 0.0
@@ -88,7 +92,7 @@ class Daemon:
                 self.engine,
                 lambda: self.rt.cfg.folders,
                 skip=self._missing.__contains__,
-                note=self._note_folder,
+                note=functools.partial(self._note, level=logging.WARNING),
             )
             self.watcher = self._new_watcher()
             previous = self._install_signals()
@@ -127,22 +131,22 @@ class Daemon:
     def _start(self) -> None:
         self._check_key_at_start()
         self._observability.start(self.engine.pipeline)
-        self._arm()
-        for index in range(len(self.rt.cfg.folders)):
-            self.sweeper.request(index, "catch-up scan")
+        self._arm(self.watcher)
+        for root in self._roots():
+            self.sweeper.request(root, "catch-up scan")
         self.sweeper.start()
         self._next_rescan = self._clock() + self.rt.cfg.rescan_interval_seconds
         self.notifier.ready(self._status_line())
         log.info("watching %d folder(s); catch-up scan queued", len(self.rt.cfg.folders))
 
-    def _arm(self) -> None:
+    def _arm(self, watcher: Watcher) -> None:
         """Arm the watches (before any scan, so nothing created meanwhile is missed)."""
-        for index, problem in self.watcher.start(self._polled_folders()):
-            self._note(index, "watch_failed", problem, level=logging.ERROR)
-        if (limit := self.watcher.check_watch_limit()) is not None:
+        roots = self._roots()
+        for index, problem in watcher.start(self._polled_folders()):
+            self._note(roots[index], "watch_failed", problem, level=logging.ERROR)
+        if (limit := watcher.check_watch_limit()) is not None:
             self._note(None, "watch_limit", limit, level=logging.ERROR)
-        count = len(self.rt.cfg.folders)
-        polled = [i for i in range(count) if self.watcher.is_polled(i)]
+        polled = [root for i, root in enumerate(roots) if watcher.is_polled(i)]
         self._next_poll = dict.fromkeys(polled, self._clock() + self.rt.cfg.poll_interval_seconds)
         self._missing.clear()
 
@@ -185,6 +189,7 @@ class Daemon:
     # -- the main loop ------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        """Checks and hand-offs only: nothing here may wait on the pipeline's queues."""
         while not self._stopping.is_set():
             now = self._clock()
             if self._reload_requested.is_set():
@@ -194,7 +199,7 @@ class Daemon:
             self._check_folders()
             self._schedule_sweeps(now)
             if now >= self._next_retry_pickup:
-                self._pick_up_retries()
+                self.sweeper.pick_up_retries()  # the sweeper's thread offers them
                 self._next_retry_pickup = now + RETRY_PICKUP_SECONDS
             if self.engine.pipeline.refused is not None and now >= self._next_key_probe:
                 self._probe_key()
@@ -204,24 +209,26 @@ class Daemon:
 
     def is_healthy(self) -> bool:
         """The watcher, the sweeper and every pipeline thread are alive."""
-        threads = self.engine.pipeline.threads_alive() and self.sweeper.is_alive()
-        return threads and self.watcher.is_healthy()
+        pipeline = self.engine.pipeline
+        threads = pipeline.threads_alive() and pipeline.broken is None
+        return threads and self.sweeper.is_alive() and self.watcher.is_healthy()
 
     def _check_health(self) -> bool:
         """Restart a dead observer and rescan, within a budget; report whether all is alive.
 
         Past the budget the watcher stays dead and no watchdog ping is sent, so systemd restarts
-        the whole process: a process that cannot watch must not look healthy.
+        the whole process: a process that cannot watch must not look healthy. A pipeline thread
+        that died cannot be replaced: the same, at once.
         """
+        if self.engine.pipeline.broken is not None:
+            self._give_up(self.engine.pipeline.broken)
+            return False
         if self.watcher.is_healthy() or self._stopping.is_set():
             return self.is_healthy()
         now = self._clock()
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_SECONDS]
         if len(self._restarts) >= OBSERVER_RESTARTS:
-            if self.notifier.watchdog_interval is None and self._exit_code == ExitCode.OK:
-                log.error("the file watcher keeps dying; stopping (nothing would restart us)")
-                self._exit_code = ExitCode.FAILED
-                self.request_stop()
+            self._give_up("the file watcher keeps dying")
             return False
         self._restarts.append(now)
         self._note(
@@ -231,45 +238,43 @@ class Daemon:
             level=logging.ERROR,
         )
         self.watcher.restart()
-        for index in range(len(self.rt.cfg.folders)):
-            self.sweeper.request(index, "watcher restarted")
+        for root in self._roots():
+            self.sweeper.request(root, "watcher restarted")
         return self.is_healthy()
+
+    def _give_up(self, why: str) -> None:
+        """Without a systemd watchdog nothing would restart us: stop, exit 1."""
+        if self.notifier.watchdog_interval is None and self._exit_code == ExitCode.OK:
+            log.error("%s; stopping (nothing would restart us)", why)
+            self._exit_code = ExitCode.FAILED
+            self.request_stop()
 
     def _check_folders(self) -> None:
         """A folder that disappears (unmount, deletion) is reported, then picked up again."""
         for index, folder in enumerate(self.rt.cfg.folders):
+            root = str(folder.path)
             present = folder.path.is_dir()
-            if not present and index not in self._missing:
-                self._missing.add(index)
+            if not present and root not in self._missing:
+                self._missing.add(root)
                 self.watcher.unwatch(index)
-                self._note(
-                    index,
-                    "folder_missing",
-                    "folder disappeared; waiting for it to come back",
-                    level=logging.ERROR,
-                )
-            elif present and index in self._missing:
-                self._missing.discard(index)
+                message = "folder disappeared; waiting for it to come back"
+                self._note(root, "folder_missing", message, level=logging.ERROR)
+            elif present and root in self._missing:
+                self._missing.discard(root)
                 if (problem := self.watcher.rewatch(index)) is not None:
-                    self._note(index, "watch_failed", problem, level=logging.ERROR)
-                self._note(index, "folder_back", "folder is back; rescanning it")
-                self.sweeper.request(index, "folder came back")
+                    self._note(root, "watch_failed", problem, level=logging.ERROR)
+                self._note(root, "folder_back", "folder is back; rescanning it")
+                self.sweeper.request(root, "folder came back")
 
     def _schedule_sweeps(self, now: float) -> None:
-        for index, due in list(self._next_poll.items()):
-            if now >= due and index not in self._missing:
-                self.sweeper.request(index, "poll")
-                self._next_poll[index] = now + self.rt.cfg.poll_interval_seconds
+        for root, due in list(self._next_poll.items()):
+            if now >= due and root not in self._missing:
+                self.sweeper.request(root, "poll")
+                self._next_poll[root] = now + self.rt.cfg.poll_interval_seconds
         if now >= self._next_rescan:
             self._next_rescan = now + self.rt.cfg.rescan_interval_seconds
-            for index in range(len(self.rt.cfg.folders)):
-                self.sweeper.request(index, "periodic safety rescan")
-
-    def _pick_up_retries(self) -> None:
-        for path in self.engine.journal.take_retry_requests():
-            folder = self._folder_of(path)
-            if folder is not None:
-                self.engine.pipeline.offer(path, folder)
+            for root in self._roots():
+                self.sweeper.request(root, "periodic safety rescan")
 
     def _notify(self, now: float, healthy: bool) -> None:
         self.notifier.status(self._status_line())
@@ -282,12 +287,10 @@ class Daemon:
         pipeline = self.engine.pipeline
         if pipeline.refused is not None:
             return f"paused: FLORA refused the API key ({pipeline.refused.code}); fix it, reload"
-        counts = pipeline.summary.counts
-        synced = counts[Outcome.UPLOADED] + counts[Outcome.ATTACHED] + counts[Outcome.UNCHANGED]
-        failed = counts[Outcome.FAILED] + counts[Outcome.DEFERRED]
+        summary = pipeline.summary
         return (
             f"{len(self.rt.cfg.folders)} folder(s); queued {pipeline.outstanding}, "
-            f"settling {pipeline.settling}, synced {synced}, failed {failed}"
+            f"settling {pipeline.settling}, synced {summary.synced()}, failed {summary.failed()}"
         )
 
     # -- a refused key ------------------------------------------------------------------------
@@ -313,7 +316,7 @@ class Daemon:
         except errors.ApiError:
             self._next_key_probe = self._clock() + 60.0
             return
-        resumed = self.engine.pipeline.resume()
+        resumed = self.engine.pipeline.resume()  # the workers take the parked jobs
         self._note(None, "key_accepted", f"the API key is accepted again; {resumed} file(s) resume")
 
     # -- reload -------------------------------------------------------------------------------
@@ -322,10 +325,7 @@ class Daemon:
         """Re-read config and key; a bad config is rejected and the running one kept."""
         self.notifier.reloading()
         try:
-            new = config.load(self.rt.path, self.rt.env)
-            config.check_folders(new)
-            key = credentials.load_api_key(new, self.rt.env)
-            logs.register_secret(key.reveal())
+            new = reload.read(self.rt.path, self.rt.env, self.rt.cfg)
         except errors.FlorasyncError as exc:
             self._note(
                 None,
@@ -335,30 +335,31 @@ class Daemon:
             )
             self.notifier.ready(self._status_line())
             return
-        old = self.rt.cfg
-        if later := _restart_only_changes(old, new):
-            log.warning("changed settings that take effect after a restart: %s", ", ".join(later))
-        self.rt.cfg = old.model_copy(update=_live_settings(new))
-        self.engine.set_api_key(key)
-        self._rearm([f for f in new.folders if f not in old.folders])
-        removed = [f for f in old.folders if f not in new.folders]
-        added = len(new.folders) - len(old.folders) + len(removed)
-        self._note(
-            None,
-            "reloaded",
-            f"configuration reloaded: {added} folder(s) added, {len(removed)} removed",
+        if new.restart_only:
+            changed = ", ".join(new.restart_only)
+            log.warning("changed settings that take effect after a restart: %s", changed)
+        self.rt.cfg = new.cfg
+        self.engine.set_api_key(new.key)
+        self._rearm(new.added)
+        message = (
+            f"configuration reloaded: {len(new.added)} folder(s) added, {len(new.removed)} removed"
         )
+        self._note(None, "reloaded", message)
         self._next_key_probe = 0.0
         self.notifier.ready(self._status_line())
 
     def _rearm(self, added: list[FolderConfig]) -> None:
-        self.watcher.stop()
-        self.sweeper.clear()
-        self.watcher = self._new_watcher()
-        self._arm()
-        for index, folder in enumerate(self.rt.cfg.folders):
-            if folder in added:
-                self.sweeper.request(index, "folder added by reload")
+        """Watch the new folder list; lose nothing that happened meanwhile (issue 11).
+
+        The new watches are armed while the old ones still run, so every event lands in one
+        or the other; the old watcher's unhandled events move over; queued rescans stay.
+        """
+        old, self.watcher = self.watcher, self._new_watcher()
+        self._arm(self.watcher)
+        old.stop()
+        self.watcher.adopt(old.take_pending())
+        for folder in added:
+            self.sweeper.request(str(folder.path), "folder added by reload")
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -378,11 +379,15 @@ class Daemon:
             observer_factory=self._observer_factory,
         )
 
+    def _roots(self) -> list[str]:
+        return [str(f.path) for f in self.rt.cfg.folders]
+
     def _offer(self, path: str, folder: FolderConfig, closed: bool) -> None:
         self.engine.pipeline.offer(path, folder, closed=closed)
 
     def _forget(self, path: str) -> None:
-        self.engine.journal.forget_files([path])
+        """A file, or a directory and everything under it, is gone: ``status`` follows."""
+        self.engine.journal.forget_tree(path)
 
     def _polled_folders(self) -> set[int]:
         polled = set()
@@ -399,37 +404,8 @@ class Daemon:
                 )
         return polled
 
-    def _folder_of(self, path: str) -> FolderConfig | None:
-        matches = [f for f in self.rt.cfg.folders if path.startswith(str(f.path) + "/")]
-        return max(matches, key=lambda f: len(str(f.path)), default=None)
-
-    def _note_folder(self, index: int, kind: str, message: str) -> None:
-        self._note(index, kind, message, level=logging.WARNING)
-
     def _note(
-        self, index: int | None, kind: str, message: str, *, level: int = logging.INFO
+        self, folder: str | None, kind: str, message: str, *, level: int = logging.INFO
     ) -> None:
-        folder = None if index is None else str(self.rt.cfg.folders[index].path)
         log.log(level, "%s%s", f"{folder}: " if folder else "", message)
         self.engine.journal.note_event(folder, kind, message)
-
-
-_LIVE_KEYS = ("folders", "poll_interval_seconds", "rescan_interval_seconds")
-
-
-def _live_settings(new: config.Config) -> dict[str, object]:
-    """What a reload applies at once: the folder list and the scan intervals."""
-    return {key: getattr(new, key) for key in _LIVE_KEYS}
-
-
-def _restart_only_changes(old: config.Config, new: config.Config) -> list[str]:
-    """Changed keys that a running daemon cannot apply (the key itself is applied)."""
-    skip = {*_LIVE_KEYS}
-    old_api = old.api.model_dump(exclude={"api_key_env", "api_key_file"})
-    new_api = new.api.model_dump(exclude={"api_key_env", "api_key_file"})
-    changed = [
-        k
-        for k in type(new).model_fields
-        if k not in skip | {"api"} and getattr(old, k) != getattr(new, k)
-    ]
-    return changed + (["api"] if old_api != new_api else [])

@@ -14,7 +14,8 @@ from florasync.config import config
 
 if TYPE_CHECKING:
     from florasync.service import metrics
-    from florasync.sync.pipeline import Pipeline, Progress
+    from florasync.sync.outcomes import Progress
+    from florasync.sync.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

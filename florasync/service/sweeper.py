@@ -1,9 +1,11 @@
 """Rescans on request: one folder at a time on one thread, requests for the same folder merged.
 
 Owns the daemon's queue of rescans (the catch-up scan, lost events, polling, the periodic safety
-rescan, a folder that came back or was added by a reload) and the walk of a directory that
-appeared while watching. The main loop stays free to check health and ping the watchdog while a
-long scan runs here.
+rescan, a folder that came back or was added by a reload), the pick-up of files put back by
+``florasync retry``, and the walk of a directory that appeared while watching. Requests name a
+folder by its path, so a reload that changes the folder list keeps them. Whatever may block on
+the pipeline's full queues runs here: the main loop stays free to check health and ping the
+watchdog (issue 11).
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from florasync.sync.engine import Engine
 log = logging.getLogger(__name__)
 
 ROUTINE = frozenset({"poll", "catch-up scan", "periodic safety rescan"})
+_RETRIES = ("", "retry pick-up")  # the request that offers files put back by `florasync retry`
+
+
+def folder_of(path: str, folders: Sequence[FolderConfig]) -> FolderConfig | None:
+    """The folder whose tree holds ``path`` (the deepest, when folders nest)."""
+    matches = [f for f in folders if path.startswith(str(f.path) + "/")]
+    return max(matches, key=lambda f: len(str(f.path)), default=None)
 
 
 class Sweeper:
@@ -32,14 +41,15 @@ class Sweeper:
         engine: Engine,
         folders: Callable[[], Sequence[FolderConfig]],
         *,
-        skip: Callable[[int], bool],
-        note: Callable[[int, str, str], None],
+        skip: Callable[[str], bool],
+        note: Callable[[str, str, str], None],
     ) -> None:
         self._engine = engine
         self._folders = folders
         self._skip = skip
         self._note = note
-        self._requests: dict[int, str] = {}
+        self._requests: dict[str, str] = {}
+        self._retries_wanted = False
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="florasync-sweep", daemon=True)
@@ -57,17 +67,23 @@ class Sweeper:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def request(self, index: int, reason: str) -> None:
-        """Sweep folder ``index`` soon (merged with a pending request; safe from any thread)."""
+    def request(self, root: str, reason: str) -> None:
+        """Sweep the folder at ``root`` soon (merged with a pending request; any thread)."""
         with self._cond:
-            if index not in self._requests:
-                self._requests[index] = reason
+            if root not in self._requests:
+                self._requests[root] = reason
                 self._cond.notify()
 
-    def clear(self) -> None:
-        """Forget pending requests (the folder list changed)."""
+    def pending(self) -> list[str]:
+        """The folders waiting for a sweep, in order."""
         with self._cond:
-            self._requests.clear()
+            return list(self._requests)
+
+    def pick_up_retries(self) -> None:
+        """Offer the files ``florasync retry`` put back, on this thread (it may block)."""
+        with self._cond:
+            self._retries_wanted = True
+            self._cond.notify()
 
     def walk_new_dir(self, folder: FolderConfig, reldir: str) -> None:
         """A directory appeared: its files may predate its watch, so walk it at once."""
@@ -82,25 +98,37 @@ class Sweeper:
 
     def _run(self) -> None:
         while (request := self._next()) is not None:
-            self._sweep(*request)
+            if request == _RETRIES:
+                self._offer_retries()
+            else:
+                self._sweep(*request)
 
-    def _next(self) -> tuple[int, str] | None:
+    def _next(self) -> tuple[str, str] | None:
         with self._cond:
-            while not self._requests and not self._closed:
+            while not self._requests and not self._retries_wanted and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return None
-            index = next(iter(self._requests))
-            return index, self._requests.pop(index)
+            if self._retries_wanted:  # cheap, and what a user just asked for: first
+                self._retries_wanted = False
+                return _RETRIES
+            root = next(iter(self._requests))
+            return root, self._requests.pop(root)
 
-    def _sweep(self, index: int, reason: str) -> None:
-        folders = self._folders()
-        if index >= len(folders) or self._skip(index):
-            return
-        folder = folders[index]
+    def _offer_retries(self) -> None:
+        pipeline = self._engine.pipeline
+        for path in self._engine.journal.take_retry_requests():
+            folder = folder_of(path, self._folders())
+            if folder is not None and not pipeline.offer(path, folder):
+                return  # closing
+
+    def _sweep(self, root: str, reason: str) -> None:
+        folder = next((f for f in self._folders() if str(f.path) == root), None)
+        if folder is None or self._skip(root):
+            return  # removed by a reload, or gone for now (it is rescanned when it returns)
         log.info("scanning %s (%s)", folder.path, reason)
         if reason not in ROUTINE:
-            self._note(index, "rescan", reason)
+            self._note(root, "rescan", reason)
         engine = self._engine
         found = sweep.sweep_folder(
             folder, journal=engine.journal, pipeline=engine.pipeline, stop=engine.stop

@@ -21,6 +21,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from florasync import errors
 from florasync.flora.models import UploadInstructions
+from florasync.local import admission
 from florasync.local.identity import FileStat
 from florasync.state import lifecycle
 from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
@@ -197,6 +198,18 @@ class Journal:
 
         def forget(conn: sqlite3.Connection) -> int:
             return conn.executemany("DELETE FROM files WHERE path = ?", rows).rowcount
+
+        return self._apply(forget)
+
+    def forget_tree(self, path: str) -> int:
+        """Drop ``path`` and, when it was a directory, every file under it (the watcher saw it
+        go): ``status`` stops counting what is no longer there at once, not at the next scan."""
+        below = (path + "/", path + "0")  # "0" sorts right after "/": a range, no LIKE escaping
+
+        def forget(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM files WHERE path = ? OR (path >= ? AND path < ?)", (path, *below)
+            ).rowcount
 
         return self._apply(forget)
 
@@ -417,10 +430,12 @@ class Journal:
     def _failed_paths(
         self, workspace_id: str, paths: list[str] | None
     ) -> list[tuple[str, str | None, str]]:
+        """Failed files; a refusal that is the folder's policy (an escaping symlink) is not a
+        failure to retry: putting it back would only ask to upload what must not leave."""
         rows = (
             self._conn()
             .execute(
-                "SELECT f.path, f.digest, f.project_id FROM files f"
+                "SELECT f.path, f.digest, f.project_id, f.problem_code FROM files f"
                 " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
                 " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
                 " AND l.project_id = f.project_id WHERE f.problem_code IS NOT NULL"
@@ -430,7 +445,11 @@ class Journal:
             .fetchall()
         )
         wanted = None if paths is None else set(paths)
-        return [(r[0], r[1], r[2]) for r in rows if wanted is None or r[0] in wanted]
+        return [
+            (r[0], r[1], r[2])
+            for r in rows
+            if (wanted is None or r[0] in wanted) and r[3] not in admission.POLICY_CODES
+        ]
 
     def _reset_one(self, workspace_id: str, path: str, digest: str | None, project_id: str) -> None:
         self._apply(

@@ -17,6 +17,7 @@ from florasync.local import identity
 EXPIRY_MARGIN_SECONDS = 60.0  # renew instructions that expire this soon (CONTRACT §12.3)
 MAX_RENEWALS = 8  # fresh instructions asked for one reservation before giving up
 MAX_GENERATIONS = 4  # reservations abandoned (new idempotency key) before giving up
+MAX_BAD_ANSWERS = 3  # malformed answers in a row (each after its own retries) before failing
 _PERMANENT_HINTS = ("type", "size", "large", "corrupt", "unsupported", "megapixel")
 
 
@@ -62,6 +63,7 @@ class Source(StrEnum):
     RESERVE = "reserve"
     RENEW = "renew"
     COMPLETE = "complete"
+    COMPLETE_REFUSED = "complete_refused"  # GET after complete answered 400/409 (Q5, §7.2)
     POLL = "poll"
 
 
@@ -155,11 +157,15 @@ def apply_answer(
     rec: AssetRecord, asset: Asset, now: float, *, source: Source, processing_timeout: float
 ) -> AssetRecord:
     """The record after any asset-shaped answer (create, retry, complete, get)."""
-    rec = replace(rec, asset_id=asset.asset_id, error=None)
+    rec = replace(rec, asset_id=asset.asset_id, error=None, attempts=0)
     if asset.status == AssetStatus.READY:
         return replace(rec, state=AssetState.READY, upload=None, ready_deadline=None)
     if asset.status == AssetStatus.FAILED:
         return _asset_failed(rec, asset.failure_message or "asset failed", now)
+    if source == Source.COMPLETE_REFUSED:
+        # complete was refused and the asset still waits for bytes: they never arrived, so
+        # waiting for processing would only time out; renew and push again (§7.2)
+        return needs_renewal(rec, now)
     fresh = source in (Source.RESERVE, Source.RENEW)
     if asset.upload is not None and fresh:
         return replace(rec, state=AssetState.RESERVED, upload=asset.upload)
@@ -208,7 +214,9 @@ def reservation_lost(rec: AssetRecord, now: float, reason: str) -> AssetRecord:
         reserve_key=None,
         reserved_at=None,
         upload=None,
+        renewals=0,  # the budget belongs to a reservation: the new one starts afresh
         ready_deadline=None,
+        attempts=0,
         error=Failure("reservation_lost", reason, now),
     )
 
@@ -224,9 +232,22 @@ def fail_asset(rec: AssetRecord, code: str, message: str, now: float) -> AssetRe
     return replace(rec, state=AssetState.FAILED, upload=None, error=Failure(code, message, now))
 
 
-def transient_error(rec: AssetRecord, code: str, message: str, now: float) -> AssetRecord:
-    """A retryable problem: the state stays, the attempt and its cause are recorded."""
+def transient_error(
+    rec: AssetRecord, code: str, message: str, now: float, *, bounded: bool = False
+) -> AssetRecord:
+    """A retryable problem: the state stays, the attempt and its cause are recorded.
+
+    ``bounded`` (a malformed answer): after ``MAX_BAD_ANSWERS`` of them in a row the asset fails,
+    so a server or proxy that keeps answering nonsense ends in an outcome, not a loop.
+    """
+    if bounded and rec.attempts + 1 >= MAX_BAD_ANSWERS:
+        return fail_asset(rec, code, message, now)
     return replace(rec, attempts=rec.attempts + 1, error=Failure(code, message, now))
+
+
+def processing_timed_out(rec: AssetRecord) -> AssetRecord:
+    """Processing outlasted its window: the next attempt polls with a fresh one."""
+    return replace(rec, ready_deadline=None)
 
 
 def reset_asset(rec: AssetRecord) -> AssetRecord:
@@ -265,12 +286,12 @@ def begin_attach(link: LinkRecord) -> LinkRecord:
 
 
 def attached(link: LinkRecord, answer: Attachment) -> LinkRecord:
-    return replace(link, state=LinkState.ATTACHED, node_id=answer.node_id, error=None)
+    return replace(link, state=LinkState.ATTACHED, node_id=answer.node_id, error=None, attempts=0)
 
 
 def attach_found(link: LinkRecord, node_id: str) -> LinkRecord:
     """The project's nodes show the asset: an earlier attach landed."""
-    return replace(link, state=LinkState.ATTACHED, node_id=node_id, error=None)
+    return replace(link, state=LinkState.ATTACHED, node_id=node_id, error=None, attempts=0)
 
 
 def attach_not_found(link: LinkRecord) -> LinkRecord:
@@ -289,12 +310,28 @@ def fail_link(link: LinkRecord, code: str, message: str, now: float) -> LinkReco
     return replace(link, state=LinkState.FAILED, error=Failure(code, message, now))
 
 
-def link_transient(link: LinkRecord, code: str, message: str, now: float) -> LinkRecord:
+def link_transient(
+    link: LinkRecord, code: str, message: str, now: float, *, bounded: bool = False
+) -> LinkRecord:
+    """As ``transient_error``, for an attachment."""
+    if bounded and link.attempts + 1 >= MAX_BAD_ANSWERS:
+        return fail_link(link, code, message, now)
     return replace(link, attempts=link.attempts + 1, error=Failure(code, message, now))
 
 
 def reset_link(link: LinkRecord) -> LinkRecord:
-    """``florasync retry``: a failed attachment is attempted again."""
+    """``florasync retry``: a failed attachment is attempted again, under a new key.
+
+    The old key was answered with a final refusal, and a FLORA that replays stored answers
+    would give that refusal again forever (CONTRACT §5): a new generation is a new request.
+    """
     if link.state != LinkState.FAILED:
         return link
-    return replace(link, state=LinkState.PENDING, attempts=0, error=None)
+    return replace(
+        link,
+        state=LinkState.PENDING,
+        generation=link.generation + 1,
+        attach_key=None,
+        attempts=0,
+        error=None,
+    )

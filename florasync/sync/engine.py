@@ -18,7 +18,8 @@ from florasync.flora.secret import Secret
 from florasync.state.journal import Journal
 from florasync.state.runlock import RunLock
 from florasync.sync import sweep
-from florasync.sync.pipeline import Pipeline, Progress
+from florasync.sync.outcomes import Progress
+from florasync.sync.pipeline import Pipeline
 from florasync.sync.transfer import Transfer
 
 if TYPE_CHECKING:

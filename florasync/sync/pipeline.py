@@ -1,81 +1,65 @@
 """The worker machinery: a hash stage and a pool of network workers behind bounded queues.
 
 Owns threads, backpressure (a full queue blocks the producer instead of growing memory), the
-one-worker-per-content lock, retries of deferred and changed files, shutdown, and the counts of
-outcomes. What a job does is ``transfer``'s business; which files exist is the scanner's and the
-watcher's.
+one-worker-per-content lock, retries of deferred and changed files, shutdown, and the promise
+that every file handed over gets exactly one outcome whatever is raised (issue 11). Every file
+enters through ``offer`` and is admitted by its folder's ``Gate`` each time it is looked at.
+What a job does is ``transfer``'s business; which files exist is the scanner's and the watcher's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import heapq
-import itertools
 import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, TypeVar
 
 from florasync import errors
 from florasync.config.config import FolderConfig
 from florasync.local import after_upload, identity
+from florasync.local.admission import Gate, Refusal
 from florasync.local.identity import FileStat
+from florasync.local.rules import FolderRules
 from florasync.local.settle import Settler
 from florasync.state.catalog import Catalog
 from florasync.state.journal import FileEntry, Journal
 from florasync.state.lifecycle import Failure
+from florasync.sync.outcomes import SYNCED, NoProgress, Progress, Summary, log_outcome
+from florasync.sync.timers import IDLE_POLL_SECONDS, Timers
 from florasync.sync.transfer import Job, Outcome, Result, Transfer
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_SYNCED = frozenset({Outcome.UPLOADED, Outcome.ATTACHED, Outcome.UNCHANGED})
 _WAKE = object()  # put in a queue to wake its consumer
 
 MAX_RESETTLES = 6  # a file that changes under us this often is reported, not chased forever
 PAYMENT_PAUSE_SECONDS = 300.0
 MAX_DEFER_SECONDS = 900.0
 _POLL_SECONDS = 0.2
-# An idle thread's safety-net wake-up: stopping wakes every thread at once (``_wake_all``), so
-# this only bounds a missed wake-up; it keeps an idle daemon's CPU near zero (bench idle).
-_IDLE_POLL_SECONDS = 5.0
-
-
-class Progress(Protocol):
-    """Where the pipeline reports progress (a terminal bar, metrics, or nothing)."""
-
-    def queued(self, files: int, size_bytes: int) -> None: ...
-    def finished(self, outcome: Outcome, size_bytes: int) -> None: ...
-    def sent(self, size_bytes: int) -> None: ...
-
-
-class NoProgress:
-    def queued(self, files: int, size_bytes: int) -> None:
-        pass
-
-    def finished(self, outcome: Outcome, size_bytes: int) -> None:
-        pass
-
-    def sent(self, size_bytes: int) -> None:
-        pass
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """A settled file in the pipeline: where it is, which folder maps it, what it looked like."""
+    """A settled file in the pipeline: where it is, which folder maps it, what it looked like.
+
+    ``stat`` is what admission saw; every later read proves it still holds (``hash_file``'s
+    ``expect``, ``admission.open_admitted``).
+    """
 
     path: str
     folder: FolderConfig
     stat: FileStat
     digest: str | None = None  # known from the stat cache: no read needed
     classified: bool = False  # the stat cache was already consulted (a full scan does it)
-    tries: int = 0
+    resettles: int = 0  # times it changed under us (MAX_RESETTLES)
+    deferrals: int = 0  # times FLORA's transient trouble postponed it (the backoff exponent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,27 +70,16 @@ class _Offer:
     digest: str | None
     digest_stat: FileStat | None  # the stat the digest belongs to
     classified: bool
-    tries: int = 0
-
-
-@dataclass
-class Summary:
-    """Outcome counts and the failures of this pipeline's life, for ``run --scan``."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    failures: list[tuple[str, str, str]] = field(default_factory=list)  # path, code, message
-    bytes_uploaded: int = 0
-
-    def failed(self) -> int:
-        return self.counts[Outcome.FAILED] + self.counts[Outcome.DEFERRED]
+    resettles: int = 0
 
 
 class Pipeline:
     """Hash stage → bounded job queue → ``workers`` network threads.
 
-    ``submit`` blocks while the queues are full. ``wait_idle`` returns when everything submitted
-    has an outcome. ``close`` stops taking work, lets jobs in progress finish within a grace
-    period, then sets ``stop`` (which aborts uploads and retry waits) and joins every thread.
+    ``offer`` blocks while the queues are full. ``wait_idle`` returns when everything offered
+    has an outcome, or a thread died (``broken``). ``close`` stops taking work, lets jobs in
+    progress finish within a grace period, then sets ``stop`` (which aborts uploads and retry
+    waits) and joins every thread.
     """
 
     def __init__(
@@ -139,9 +112,14 @@ class Pipeline:
         self._clock = clock
         self._hash_q: queue.Queue[Item] = queue.Queue(maxsize=max(64, workers * 16))
         self._job_q: queue.Queue[tuple[Item, Job]] = queue.Queue(maxsize=max(8, workers * 2))
-        self._timers = _Timers(clock, stop)
+        self._timers = Timers(clock, stop)
+        self._gates: dict[str, tuple[FolderConfig, Gate]] = {}
         self._settler: Settler[_Offer] = Settler(
-            settle_seconds, ready=self._settled, gone=self._settle_gone
+            settle_seconds,
+            ready=self._settled,
+            gone=self._settle_gone,
+            refused=self._settle_refused,
+            probe=self._admit,
         )
         self._catalog = Catalog(journal, workspace_id, full_scan=False)
         self._mutex = threading.Condition()
@@ -153,6 +131,7 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self.summary = Summary()
         self.fatal: errors.FlorasyncError | None = None
+        self.broken: str | None = None  # set when a thread died: the run cannot finish
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -175,15 +154,22 @@ class Pipeline:
     ) -> bool:
         """Hand a file over: it is synced once it has settled. False when closing.
 
-        A full scan passes what the stat cache said (``classified``, ``digest`` for ``stat``);
-        the watcher passes only the path and whether a close-after-write was seen.
+        The one way in for every source (scan, watcher, new directory, retry pick-up): the
+        folder's ``Gate`` admits the path before it settles and each time it is looked at
+        again. A full scan passes what the stat cache said (``classified``, ``digest`` for
+        ``stat``); the watcher passes only the path and whether a close-after-write was seen.
+        A file offered again while it settles merges into the same outcome.
         """
         if self._closing.is_set():
             return False
+        size = stat.size if stat else 0
         with self._mutex:
             self._outstanding += 1
-        self.progress.queued(1, stat.size if stat else 0)
-        self._settler.observe(path, _Offer(folder, digest, stat, classified), closed=closed)
+        self.progress.queued(1, size)
+        offered = _Offer(folder, digest, stat, classified)
+        if not self._settler.observe(path, offered, closed=closed):
+            self.progress.queued(-1, -size)  # merged into the entry already settling
+            self._finish_quietly()
         return True
 
     @property
@@ -202,13 +188,13 @@ class Pipeline:
     ) -> None:
         """Count a file decided without entering the pipeline (unchanged, a scan problem)."""
         self.progress.finished(outcome, size_bytes)
-        self._count(outcome, path, Result(outcome, None, code, message), size_bytes)
+        self.summary.count(outcome, path, Result(outcome, None, code, message), size_bytes)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until every submitted file has an outcome (or closing / timeout)."""
+        """Block until every offered file has an outcome (or closing, a dead thread, timeout)."""
         deadline = None if timeout is None else self._clock() + timeout
         with self._mutex:
-            while self._outstanding > 0 and not self._closing.is_set():
+            while self._outstanding > 0 and not self._closing.is_set() and self.broken is None:
                 left = None if deadline is None else deadline - self._clock()
                 if left is not None and left <= 0:
                     return False
@@ -238,12 +224,16 @@ class Pipeline:
         """Wake every thread now instead of at its next poll (a no-op rescan exits at once)."""
         self._settler.wake()
         self._timers.wake()
-        for q in (self._hash_q, self._job_q):
-            for _ in range(len(self._threads)):
-                try:
-                    q.put_nowait(_WAKE)  # type: ignore[arg-type]
-                except queue.Full:
-                    break  # a full queue's consumers are not waiting
+        self._wake(self._hash_q, len(self._threads))
+        self._wake(self._job_q, len(self._threads))
+
+    @staticmethod
+    def _wake(q: queue.Queue[Any], count: int) -> None:
+        for _ in range(count):
+            try:
+                q.put_nowait(_WAKE)
+            except queue.Full:
+                return  # a full queue's consumers are not waiting
 
     @property
     def outstanding(self) -> int:
@@ -258,17 +248,46 @@ class Pipeline:
         """Whether every pipeline thread is still running (for the systemd watchdog)."""
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
-    # -- settle -------------------------------------------------------------------------------
+    # -- admission and settle -----------------------------------------------------------------
+
+    def _admit(self, path: str, offer: _Offer) -> FileStat | Refusal | None:
+        return self._gate(offer.folder).admit(path)
+
+    def _gate(self, folder: FolderConfig) -> Gate:
+        """The folder's admission rules (rebuilt when a reload changed the folder)."""
+        root = str(folder.path)
+        with self._mutex:
+            known = self._gates.get(root)
+            if known is None or known[0] != folder:
+                rules = FolderRules(tuple(folder.include), tuple(folder.exclude))
+                known = (folder, Gate(root, rules, folder.recursive))
+                self._gates[root] = known
+            return known[1]
 
     def _settled(self, path: str, offer: _Offer, stat: FileStat) -> None:
         digest = offer.digest if offer.digest_stat == stat else None  # stale if it changed since
         classified = offer.classified and digest is not None
-        item = Item(path, offer.folder, stat, digest, classified, offer.tries)
-        self._put(self._hash_q, item)
+        item = Item(path, offer.folder, stat, digest, classified, offer.resettles)
+        if not self._put(self._hash_q, item):
+            self._finish_quietly()  # closing: left for the next start
 
     def _settle_gone(self, path: str, offer: _Offer) -> None:
-        self._journal.forget_files([path])
+        self._forget_path(path)
         self._finish_quietly()
+
+    def _settle_refused(self, path: str, offer: _Offer, refusal: Refusal) -> None:
+        """The gate refused the path: a policy refusal is skipped, anything else fails it."""
+        if refusal.code == "not_regular":
+            self._settle_gone(path, offer)  # a FIFO or a directory in a file's place: not ours
+            return
+        item = Item(path, offer.folder, FileStat(0, 0, 0, 0, 0), resettles=offer.resettles)
+        if refusal.code == "excluded":
+            log.debug("%s: %s", path, refusal.message)
+            self._forget_path(path)
+            self._finish(item, Outcome.SKIPPED, Result(Outcome.SKIPPED, None, refusal.code))
+            return
+        outcome = Outcome.SKIPPED if refusal.is_policy else Outcome.FAILED
+        self._problem(item, refusal.code, refusal.message, outcome=outcome, keep_stat=False)
 
     # -- hash stage ---------------------------------------------------------------------------
 
@@ -280,7 +299,7 @@ class Pipeline:
         if not item.classified:
             verdict = self._catalog.classify(item.path, item.stat, item.folder.project_id)
             if verdict.unchanged and not after_upload.wants_action(item.folder):
-                self._finish(item, Outcome.UNCHANGED, item.path, None)
+                self._finish(item, Outcome.UNCHANGED, None)
                 return
             item = replace(item, digest=verdict.digest, classified=True)
         content_type = identity.content_type_for(item.path)
@@ -292,7 +311,7 @@ class Pipeline:
             return
         digest, stat = item.digest, item.stat
         if digest is None:
-            try:
+            try:  # ``expect``: the opened file must be the admitted one (no swapped-in link)
                 content, stat = identity.hash_file(
                     Path(item.path), expect=item.stat, stop=self.stop
                 )
@@ -309,12 +328,13 @@ class Pipeline:
             Path(item.path).name,
             content_type,
         )
-        self._put(self._job_q, (replace(item, stat=stat, digest=digest), job))
+        if not self._put(self._job_q, (replace(item, stat=stat, digest=digest), job)):
+            self._finish_quietly()
 
     # -- network workers ----------------------------------------------------------------------
 
     def _work_loop(self) -> None:
-        while (entry := self._take(self._job_q)) is not None:
+        while (entry := self._take_job()) is not None:
             item, job = entry
             with self._mutex:
                 self._busy += 1
@@ -325,14 +345,24 @@ class Pipeline:
                     self._busy -= 1
                     self._mutex.notify_all()
 
+    def _take_job(self) -> tuple[Item, Job] | None:
+        """The next job: parked ones first once the key works again, then the queue."""
+        while not self.stop.is_set() and not self._closing.is_set():
+            with self._mutex:
+                if self._parked and self.refused is None:
+                    return self._parked.pop()
+            entry = self._take(self._job_q, poll=True)
+            if entry is not None:
+                return entry
+        return None
+
     def resume(self) -> int:
-        """The key works again: put the jobs parked by a 401 back in the queue."""
+        """The key works again: workers take the jobs a 401 parked (never blocks the caller)."""
         with self._mutex:
             self.refused = None
-            parked, self._parked = self._parked, []
-        for entry in parked:
-            self._put(self._job_q, entry)
-        return len(parked)
+            count = len(self._parked)
+        self._wake(self._job_q, self._workers)
+        return count
 
     def _park(self, item: Item, job: Job, exc: errors.CredentialsError) -> None:
         """Daemon mode: a refused key parks the job (no retry storm) until ``resume``."""
@@ -348,16 +378,8 @@ class Pipeline:
             self._park(item, job, self.refused)
             return
         if self._clock() < self._paused_until:
-            self._defer(
-                item,
-                job,
-                Result(
-                    Outcome.DEFERRED,
-                    None,
-                    "insufficient_credits",
-                    "uploads paused: FLORA answered 402",
-                ),
-            )
+            message = "uploads paused: FLORA answered 402"
+            self._defer(item, job, Result(Outcome.DEFERRED, None, "insufficient_credits", message))
             return
         started = self._clock()
         with self._content_lock(job.digest):
@@ -370,9 +392,8 @@ class Pipeline:
                 return
             except errors.PaymentRequiredError as exc:
                 self._pause(exc)
-                result = Result(
-                    Outcome.DEFERRED, None, exc.code or "insufficient_credits", str(exc)
-                )
+                code = exc.code or "insufficient_credits"
+                result = Result(Outcome.DEFERRED, None, code, str(exc))
             except errors.TransientError as exc:
                 result = Result(Outcome.DEFERRED, None, exc.code or type(exc).__name__, str(exc))
         self._conclude(item, job, result, self._clock() - started)
@@ -382,22 +403,30 @@ class Pipeline:
             self._resettle(item)
         elif result.outcome == Outcome.DEFERRED:
             self._defer(item, job, result)
+        elif result.outcome == Outcome.VANISHED:
+            self._forget_path(item.path)
+            self._finish(item, Outcome.VANISHED, result)
         else:
-            self._log_outcome(job, result, seconds)
-            if result.outcome in _SYNCED and after_upload.wants_action(item.folder):
+            log_outcome(job, result, seconds)
+            if result.outcome in SYNCED and after_upload.wants_action(item.folder):
                 self._after_upload(item, job)
-            self._finish(item, result.outcome, job.path, result)
+            self._finish(item, result.outcome, result)
 
     def _after_upload(self, item: Item, job: Job) -> None:
         """The folder's keep/delete/move, now that the attach is confirmed."""
+        folder = str(item.folder.path)
         try:
-            done = after_upload.apply(item.folder, job.path, job.digest)
+            applied = after_upload.apply(item.folder, job.path, job.digest)
         except errors.LocalFileError as exc:
             log.warning("%s", exc)
-            self._journal.note_event(str(item.folder.path), exc.code, str(exc))
+            self._journal.note_event(folder, exc.code, str(exc))
             return
-        if done is not None:
-            log.info("%s: %s (after_upload)", job.path, done)
+        if applied.changed:
+            message = f"{job.path}: changed after its upload; after_upload left it alone"
+            log.warning("%s", message)
+            self._journal.note_event(folder, "changed_after_upload", message)
+        elif applied.action is not None:
+            log.info("%s: %s (after_upload)", job.path, applied.action)
             self._journal.forget_files([job.path])
 
     def _defer(self, item: Item, job: Job, result: Result) -> None:
@@ -409,11 +438,15 @@ class Pipeline:
             "will retry" if self._retry_deferred else "left for the next run",
         )
         if not self._retry_deferred or self._closing.is_set():
-            self._finish(item, Outcome.DEFERRED, job.path, result)
+            self._finish(item, Outcome.DEFERRED, result)
             return
-        delay = min(MAX_DEFER_SECONDS, 15.0 * 2**item.tries)
-        later = replace(item, tries=item.tries + 1)
-        self._timers.after(delay, lambda: self._put(self._job_q, (later, job)))
+        delay = min(MAX_DEFER_SECONDS, 15.0 * 2**item.deferrals)
+        later = replace(item, deferrals=item.deferrals + 1)
+        self._timers.after(delay, lambda: self._requeue(later, job))
+
+    def _requeue(self, item: Item, job: Job) -> None:
+        if not self._put(self._job_q, (item, job)):
+            self._finish_quietly()
 
     def _pause(self, exc: errors.PaymentRequiredError) -> None:
         with self._mutex:
@@ -456,108 +489,103 @@ class Pipeline:
                 if shared.users == 0:
                     del self._content_locks[digest]
 
-    # -- shared plumbing ----------------------------------------------------------------------
+    # -- every item gets an outcome -----------------------------------------------------------
 
     def _guard(self, item: Item, action: Callable[[Item], None]) -> None:
-        """Run one stage for one item; a fatal error stops the pipeline, a local one fails it."""
+        """Run one stage for one item: whatever it raises, the item gets an outcome.
+
+        A refused key is fatal for a one-shot run; a local problem fails this file; anything
+        else (a malformed answer that outlived its retries, a journal write error, a bug) fails
+        this file with the error's text and the thread goes on (issue 11: a run always ends).
+        """
         try:
             action(item)
         except errors.StoppedError:
-            self._finish(item, None, item.path, None)
+            self._finish(item, None, None)
         except errors.CredentialsError as exc:
-            self.fatal = exc
-            self._finish(item, None, item.path, None)
-            self._closing.set()
-            self.stop.set()
-            self._wake_all()
+            self._fatal(item, exc)
         except errors.LocalFileError as exc:
             if exc.code == "vanished":
-                self._journal.forget_files([item.path])
-                self._finish(item, Outcome.VANISHED, item.path, None)
+                self._forget_path(item.path)
+                self._finish(item, Outcome.VANISHED, None)
             else:
                 self._problem(item, exc.code, exc.message)
+        except Exception as exc:  # the one place an unknown error becomes a file's outcome
+            log.error(  # noqa: TRY400 -- a traceback only with --debug
+                "%s: %s", item.path, _error_text(exc), exc_info=log.isEnabledFor(logging.DEBUG)
+            )
+            self._problem(item, _error_code(exc), _error_text(exc))
 
-    def _problem(self, item: Item, code: str, message: str) -> None:
+    def _fatal(self, item: Item, exc: errors.CredentialsError) -> None:
+        self.fatal = exc
+        self._finish(item, None, None)
+        self._closing.set()
+        self.stop.set()
+        self._wake_all()
+
+    def _problem(
+        self,
+        item: Item,
+        code: str,
+        message: str,
+        *,
+        outcome: Outcome = Outcome.FAILED,
+        keep_stat: bool = True,
+    ) -> None:
+        """Record a per-file problem (``status`` shows it) and count the outcome.
+
+        Without ``keep_stat`` it is recorded like a scan problem, which the next full scan of
+        the folder clears (and finds again if it still holds).
+        """
         failure = Failure(code, message, time.time())
-        entry = FileEntry(
-            item.path, str(item.folder.path), item.folder.project_id, item.stat, None, failure
-        )
-        self._journal.record_file(entry)
-        log.warning("%s: %s (%s)", item.path, message, code)
-        self._finish(item, Outcome.FAILED, item.path, Result(Outcome.FAILED, None, code, message))
+        recorded = item.stat if keep_stat else None
+        folder = item.folder
+        entry = FileEntry(item.path, str(folder.path), folder.project_id, recorded, None, failure)
+        self._journal_safely(lambda: self._journal.record_file(entry))
+        if outcome == Outcome.SKIPPED:
+            log.warning("%s: %s (%s); not followed", item.path, message, code)
+        else:
+            log.warning("%s: %s (%s)", item.path, message, code)
+        self._finish(item, outcome, Result(outcome, None, code, message))
 
     def _resettle(self, item: Item) -> None:
         """The file changed under us: it must settle again before it is read."""
-        if item.tries >= MAX_RESETTLES:
+        if item.resettles >= MAX_RESETTLES:
             self._problem(item, "file_changing", "the file kept changing while being synced")
             return
         log.info("%s changed while being synced; waiting for it to settle", item.path)
-        offer = _Offer(item.folder, None, None, False, item.tries + 1)
-        self._settler.observe(item.path, offer)
+        offer = _Offer(item.folder, None, None, False, item.resettles + 1)
+        # never on sight: a hash thread handing it on at once could wait on its own full queue
+        if not self._settler.observe(item.path, offer, on_sight=False):
+            self._finish_quietly()  # merged into a newer offer of the same path
+
+    def _forget_path(self, path: str) -> None:
+        self._journal_safely(lambda: self._journal.forget_files([path]))
+
+    def _journal_safely(self, write: Callable[[], object]) -> None:
+        """A journal write whose failure must not cost the file its outcome."""
+        try:
+            write()
+        except errors.JournalError as exc:
+            log.error("%s", exc)  # noqa: TRY400 -- the message says it all; no traceback
 
     def _finish_quietly(self) -> None:
         with self._mutex:
             self._outstanding -= 1
             self._mutex.notify_all()
 
-    def _finish(
-        self, item: Item, outcome: Outcome | None, path: str, result: Result | None
-    ) -> None:
+    def _finish(self, item: Item, outcome: Outcome | None, result: Result | None) -> None:
         if outcome is not None:
             self.progress.finished(outcome, item.stat.size)
-            self._count(outcome, path, result, item.stat.size)
-        with self._mutex:
-            self._outstanding -= 1
-            self._mutex.notify_all()
+            self.summary.count(outcome, item.path, result, item.stat.size)
+        self._finish_quietly()
 
-    def _count(self, outcome: Outcome, path: str, result: Result | None, size: int) -> None:
-        with self._mutex:
-            self.summary.counts[outcome] += 1
-            if outcome == Outcome.UPLOADED:
-                self.summary.bytes_uploaded += size
-            failed = outcome in (Outcome.FAILED, Outcome.DEFERRED)
-            if failed and result is not None and len(self.summary.failures) < 1000:
-                self.summary.failures.append((path, result.code or "", result.message or ""))
-
-    def _log_outcome(self, job: Job, result: Result, seconds: float) -> None:
-        """One line per file; ``fields`` carries the same facts for JSON logs."""
-        fields: dict[str, object] = {
-            "outcome": str(result.outcome),
-            "path": job.path,
-            "project_id": job.project_id,
-            "asset_id": result.asset_id,
-            "bytes": job.size_bytes,
-            "duration_s": round(seconds, 3),
-        }
-        if result.outcome == Outcome.FAILED:
-            fields["code"] = result.code
-            log.warning(
-                "failed %s -> %s: %s (%s)",
-                job.path,
-                job.project_id,
-                result.message,
-                result.code,
-                extra={"fields": fields},
-            )
-            return
-        # an unchanged file is no news (a rescan re-offers thousands): debug only
-        level = logging.DEBUG if result.outcome == Outcome.UNCHANGED else logging.INFO
-        log.log(
-            level,
-            "%s %s -> %s asset=%s bytes=%d in %.2fs",
-            result.outcome,
-            job.path,
-            job.project_id,
-            result.asset_id,
-            job.size_bytes,
-            seconds,
-            extra={"fields": fields},
-        )
+    # -- queues and threads -------------------------------------------------------------------
 
     def _put(self, q: queue.Queue[_T], value: _T) -> bool:
         """Put, waiting while the queue is full; give up once closing (the consumers are gone:
         waiting would deadlock the producer, e.g. a scan, and with it the shutdown)."""
-        while not self.stop.is_set() and not self._closing.is_set():
+        while not self.stop.is_set() and not self._closing.is_set() and self.broken is None:
             try:
                 q.put(value, timeout=_POLL_SECONDS)
             except queue.Full:
@@ -565,23 +593,56 @@ class Pipeline:
             return True
         return False
 
-    def _take(self, q: queue.Queue[_T]) -> _T | None:
+    def _take(self, q: queue.Queue[_T], *, poll: bool = False) -> _T | None:
+        """The next item, or None once stopping; ``poll``: also None after an idle wait."""
         while not self.stop.is_set():
             if self._closing.is_set():
                 return None  # closing: work not yet started is left for the next start
             try:
-                item = q.get(timeout=_IDLE_POLL_SECONDS)
+                item = q.get(timeout=IDLE_POLL_SECONDS)
             except queue.Empty:
+                if poll:
+                    return None
                 continue
             if item is not _WAKE:
                 return item
+            if poll:
+                return None
         return None
 
     def _spawn(self, name: str, target: Callable[[], None], count: int) -> None:
         for n in range(count):
-            thread = threading.Thread(target=target, name=f"{name}-{n}", daemon=True)
+            body = functools.partial(self._run_thread, target)
+            thread = threading.Thread(target=body, name=f"{name}-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _run_thread(self, target: Callable[[], None]) -> None:
+        """A thread's body; if it dies anyway, say so: a one-shot run ends, health fails."""
+        try:
+            target()
+        except BaseException as exc:  # reported: a one-shot run ends instead of hanging
+            name = threading.current_thread().name
+            self.broken = f"thread {name} died: {_error_text(exc)}"
+            log.critical("%s", self.broken, exc_info=log.isEnabledFor(logging.DEBUG))
+            with self._mutex:
+                self._mutex.notify_all()
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, errors.ApiError):
+        if exc.code:
+            return exc.code
+        return f"http_{exc.status}" if exc.status else "api_error"
+    if isinstance(exc, errors.JournalError):
+        return "journal_error"
+    return "internal_error"
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, errors.FlorasyncError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 @dataclass
@@ -590,42 +651,3 @@ class _SharedLock:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     users: int = 0
-
-
-class _Timers:
-    """Delayed actions on one thread (re-settle, deferred retries): no thread per file."""
-
-    def __init__(self, clock: Callable[[], float], stop: threading.Event) -> None:
-        self._clock = clock
-        self._stop = stop
-        self._heap: list[tuple[float, int, Callable[[], object]]] = []
-        self._seq = itertools.count()
-        self._cond = threading.Condition()
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-    def after(self, seconds: float, action: Callable[[], object]) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (self._clock() + seconds, next(self._seq), action))
-            self._cond.notify()
-
-    def run(self) -> None:
-        while not self._stop.is_set():
-            action = self._next_due()
-            if action is not None:
-                action()
-
-    def _next_due(self) -> Callable[[], object] | None:
-        with self._cond:
-            if not self._heap:
-                self._cond.wait(_IDLE_POLL_SECONDS)  # ``after`` and ``wake`` notify
-                return None
-            due, _, action = self._heap[0]
-            wait = due - self._clock()
-            if wait > 0:
-                self._cond.wait(min(wait, _IDLE_POLL_SECONDS))
-                return None
-            heapq.heappop(self._heap)
-            return action

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from florasync import errors
-from florasync.flora.models import Asset
+from florasync.flora.models import Asset, UploadInstructions
+from florasync.local import admission
 from florasync.local.identity import FileStat
 from florasync.state import lifecycle
 from florasync.state.journal import FileEntry, Journal
@@ -135,8 +135,13 @@ class Transfer:
             return self._perform(step, rec, job)
         except errors.TransientError as exc:
             current = self._journal.asset(rec.workspace_id, rec.digest) or rec
-            failure = lifecycle.transient_error(current, _code(exc), exc.message, self._clock())
+            bounded = isinstance(exc, errors.MalformedResponseError)
+            failure = lifecycle.transient_error(
+                current, _code(exc), exc.message, self._clock(), bounded=bounded
+            )
             self._journal.record(failure)
+            if failure.state == AssetState.FAILED:
+                return failure  # answered nonsense too often: the file fails, `retry` resumes
             raise
         except (errors.CredentialsError, errors.PaymentRequiredError):
             raise
@@ -206,14 +211,29 @@ class Transfer:
     def _push(self, rec: AssetRecord, job: Job) -> AssetRecord:
         instructions = rec.upload
         assert instructions is not None  # noqa: S101 -- next_asset_step only pushes with them
-        _require_unchanged(job)
-        # written before the first byte leaves (survives kill -9); not synced: if a power loss
-        # drops it, the push is retried with the spent token, refused, and renewed (§10.3)
-        self._journal.record(lifecycle.push_started(rec))
+        # the open file must be the admitted one: a symlink or another file swapped in since
+        # is refused before a byte is read (issue 11, "one way in")
+        with admission.open_admitted(job.path, job.stat) as stream:
+            # written before the first byte leaves (survives kill -9); not synced: if a power
+            # loss drops it, the push is retried with the spent token, refused, renewed (§10.3)
+            self._journal.record(lifecycle.push_started(rec))
+            pushed = self._send_bytes(rec, job, instructions, stream)
+            if pushed is not None:
+                return pushed
+            if not admission.still_admitted(stream, job.stat):
+                self._save(lifecycle.push_rejected(rec, self._clock()))  # never complete these
+                raise errors.FileChangedError(job.path)
+        # not journaled: UPLOADING (journaled before the push) already leads to COMPLETE
+        return lifecycle.push_done(rec)
+
+    def _send_bytes(
+        self, rec: AssetRecord, job: Job, instructions: UploadInstructions, stream: IO[bytes]
+    ) -> AssetRecord | None:
+        """Push; None when the bytes went (or may have gone), else the record to go on with."""
         try:
             self._target.upload(
                 instructions,
-                Path(job.path),
+                stream,
                 file_name=rec.file_name,
                 content_type=rec.content_type,
                 progress=self._on_bytes,
@@ -226,23 +246,19 @@ class Transfer:
         except errors.InsecureTransportError as exc:
             failed = lifecycle.fail_asset(rec, "insecure_upload_url", str(exc), self._clock())
             return self._save(failed)
-        try:
-            _require_unchanged(job)
-        except errors.FileChangedError:
-            self._save(lifecycle.push_rejected(rec, self._clock()))  # never complete other bytes
-            raise
-        # not journaled: UPLOADING (journaled before the push) already leads to COMPLETE
-        return lifecycle.push_done(rec)
+        return None
 
     def _complete(self, rec: AssetRecord) -> AssetRecord:
         asset_id = _asset_id(rec)
+        source = Source.COMPLETE
         try:
             asset = self._client.complete_asset(asset_id)
         except (errors.InvalidRequestError, errors.ConflictError):
             asset = self._client.get_asset(asset_id)  # act on the real state (Q5)
+            source = Source.COMPLETE_REFUSED  # still pending: the bytes are not there (§7.2)
         except errors.NotFoundError:
             return self._save(lifecycle.reservation_lost(rec, self._clock(), "asset not found"))
-        return self._save(self._apply(rec, asset, Source.COMPLETE))
+        return self._save(self._apply(rec, asset, source))
 
     def _wait_ready(self, rec: AssetRecord) -> AssetRecord:
         interval = 0.25
@@ -252,6 +268,7 @@ class Transfer:
             if rec.state != AssetState.PROCESSING:
                 return self._save(rec)
             if self._clock() >= (rec.ready_deadline or 0.0):
+                self._save(lifecycle.processing_timed_out(rec))  # the next try waits afresh
                 message = (
                     f"asset {rec.asset_id} still processing after {self._processing_timeout:g}s"
                 )
@@ -276,10 +293,21 @@ class Transfer:
             except errors.TransientError as exc:
                 current = self._journal.link(link.workspace_id, link.digest, link.project_id)
                 failure = lifecycle.link_transient(
-                    current or link, _code(exc), exc.message, self._clock()
+                    current or link,
+                    _code(exc),
+                    exc.message,
+                    self._clock(),
+                    bounded=isinstance(exc, errors.MalformedResponseError),
                 )
                 self._journal.record(failure)
+                if failure.state == LinkState.FAILED:
+                    return failure
                 raise
+            except (errors.CredentialsError, errors.PaymentRequiredError):
+                raise
+            except errors.RejectedError as exc:  # e.g. 400/409 listing nodes: this project only
+                failed = lifecycle.fail_link(link, _code(exc), exc.message, self._clock())
+                link = self._save_link(failed)
         raise errors.ServerError(f"no progress after {MAX_STEPS} steps", code="no_progress")
 
     def _attach(self, link: LinkRecord, asset: AssetRecord) -> LinkRecord:
@@ -347,23 +375,6 @@ class Transfer:
         return LinkRecord(
             workspace_id=self.workspace_id, digest=job.digest, project_id=job.project_id
         )
-
-
-def _require_unchanged(job: Job) -> None:
-    """Never upload a file that changed under us (re-stat before and after the push)."""
-    try:
-        now = FileStat.from_stat(Path(job.path).stat())
-    except FileNotFoundError:
-        raise errors.LocalFileError(job.path, "file vanished", code="vanished") from None
-    except OSError as exc:
-        raise errors.LocalFileError(job.path, f"cannot stat: {exc}", code="unreadable") from None
-    if (now.dev, now.ino, now.size, now.mtime_ns) != (
-        job.stat.dev,
-        job.stat.ino,
-        job.stat.size,
-        job.stat.mtime_ns,
-    ):
-        raise errors.FileChangedError(job.path)
 
 
 def _asset_id(rec: AssetRecord) -> str:
