@@ -216,7 +216,9 @@ def test_symlink_leaving_the_folder_is_not_followed(env: SyncEnv, tmp_path: Path
     assert "1 skipped" in result.stdout
     state = env.sb.state()
     assert len(state["assets"]) == 1
-    assert any(f["code"] == "symlink_escape" for f in env.status()["failures"])
+    status = env.status()
+    assert any(f["code"] == "symlink_escape" for f in status["failures"])
+    assert (status["folders"][0]["skipped"], status["folders"][0]["failed"]) == (1, 0)
 
 
 def test_vanishing_files_are_tolerated(env: SyncEnv) -> None:

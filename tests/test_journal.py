@@ -111,6 +111,18 @@ def test_stat_cache_queries(j: Journal, tmp_path: Path) -> None:
     assert set(j.dir_entries(WS, "/w/a")) == {"x.png"}
 
 
+def test_forget_tree_drops_a_directory_and_all_under_it(j: Journal) -> None:
+    """forget_tree drops a path and everything below it, never a sibling sharing its prefix."""
+    below = ["/w/a/b/x.png", "/w/a/b/deep/y.png"]
+    siblings = ["/w/a/b2/z.png", "/w/a/b.png", "/w/a/b-c/q.png", "/w/a/c.png", "/w/a/bb"]
+    for n, path in enumerate(below + siblings):
+        j.record_file(FileEntry(path, "/w", "prj_1", FileStat(1, n, 1, 1, 1), f"{n:064d}"))
+    assert j.forget_tree("/w/a/b") == 2
+    assert j.forget_tree("/w/a/c.png") == 1  # a file: only itself
+    remaining = [p for p in below + siblings if j.cached_file(WS, p)]
+    assert remaining == ["/w/a/b2/z.png", "/w/a/b.png", "/w/a/b-c/q.png", "/w/a/bb"]
+
+
 def test_status_counts_and_failures(j: Journal) -> None:
     """Per-folder counts and the failure list reflect files, assets and links."""
     for n, state in enumerate([LinkState.ATTACHED, LinkState.PENDING, LinkState.FAILED]):

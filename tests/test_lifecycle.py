@@ -218,3 +218,141 @@ def test_reset_link() -> None:
     failed = lifecycle.fail_link(link, "forbidden", "Forbidden.", NOW)
     assert lifecycle.reset_link(failed).state == LinkState.PENDING
     assert lifecycle.reset_link(link) is link
+
+
+# -- issue 11 -------------------------------------------------------------------------------
+
+
+def test_lost_reservation_starts_with_a_fresh_renewal_budget() -> None:
+    """A new reservation is not failed on its first expired URL for its predecessor's renewals."""
+    rec = _rec(
+        state=AssetState.RESERVED,
+        asset_id="asset_1",
+        renewals=lifecycle.MAX_RENEWALS - 1,
+        attempts=2,
+    )
+    lost = lifecycle.reservation_lost(rec, NOW, "asset not found")
+    assert (lost.state, lost.renewals, lost.attempts) == (AssetState.NEW, 0, 0)
+    reserved = lifecycle.apply_answer(
+        lifecycle.begin_reserve(lost, NOW),
+        _asset("pending_upload", upload=_upload()),
+        NOW,
+        source=Source.RESERVE,
+        processing_timeout=TIMEOUT,
+    )
+    expired = lifecycle.push_rejected(reserved, NOW)
+    expired = lifecycle.push_rejected(expired, NOW)
+    assert (expired.state, expired.renewals) == (AssetState.RESERVED, 2)
+
+
+def test_processing_timeout_gives_the_next_attempt_a_fresh_window() -> None:
+    """After a processing timeout the deadline is cleared, and the next poll sets a new one."""
+    rec = _rec(state=AssetState.PROCESSING, asset_id="asset_1", ready_deadline=NOW + TIMEOUT)
+    timed_out = lifecycle.processing_timed_out(rec)
+    assert (timed_out.state, timed_out.ready_deadline) == (AssetState.PROCESSING, None)
+    later = NOW + 3 * TIMEOUT
+    polled = lifecycle.apply_answer(
+        timed_out, _asset("pending_upload"), later, source=Source.POLL, processing_timeout=TIMEOUT
+    )
+    assert polled.ready_deadline == later + TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("answer", "state", "step"),
+    [
+        (_asset("pending_upload"), AssetState.RESERVED, Step.RENEW),
+        (_asset("pending_upload", upload=_upload()), AssetState.RESERVED, Step.RENEW),
+        (_asset("ready"), AssetState.READY, Step.DONE),
+        (_asset("failed", msg="unsupported content type"), AssetState.FAILED, Step.GIVE_UP),
+    ],
+)
+def test_refused_complete_of_a_pending_asset_renews_at_once(
+    answer: Asset, state: AssetState, step: Step
+) -> None:
+    """complete refused (400/409) and GET says pending_upload: the bytes are missing, renew now."""
+    rec = _rec(state=AssetState.UPLOADED, asset_id="asset_1")
+    out = lifecycle.apply_answer(
+        rec, answer, NOW, source=Source.COMPLETE_REFUSED, processing_timeout=TIMEOUT
+    )
+    assert (out.state, out.upload, out.ready_deadline) == (state, None, None)
+    assert lifecycle.next_asset_step(out, NOW) == step
+
+
+def test_renewed_instructions_that_expire_at_once_are_bounded() -> None:
+    """Fresh instructions that are already expiring count as a renewal: the loop ends failed."""
+    rec = _rec(state=AssetState.RESERVED, asset_id="asset_1")
+    expired = _asset("pending_upload", upload=_upload(-5))
+    for n in range(1, lifecycle.MAX_RENEWALS + 1):
+        rec = lifecycle.apply_answer(
+            rec, expired, NOW, source=Source.RENEW, processing_timeout=TIMEOUT
+        )
+        assert (rec.state, rec.renewals, rec.upload) == (AssetState.RESERVED, n, None)
+        assert lifecycle.next_asset_step(rec, NOW) == Step.RENEW
+    rec = lifecycle.apply_answer(rec, expired, NOW, source=Source.RENEW, processing_timeout=TIMEOUT)
+    assert rec.state == AssetState.FAILED
+    assert rec.error is not None
+    assert rec.error.code == "renewals_exhausted"
+    fresh = _asset("pending_upload", upload=_upload())
+    usable = lifecycle.apply_answer(
+        _rec(state=AssetState.RESERVED, asset_id="asset_1"),
+        fresh,
+        NOW,
+        source=Source.RENEW,
+        processing_timeout=TIMEOUT,
+    )
+    assert (usable.renewals, usable.upload) == (0, fresh.upload)
+
+
+def test_malformed_answers_in_a_row_fail_the_record() -> None:
+    """MAX_BAD_ANSWERS malformed answers in a row fail a record; a good answer in between resets."""
+    rec = _rec(state=AssetState.UPLOADED, asset_id="asset_1")
+    for n in range(1, lifecycle.MAX_BAD_ANSWERS):
+        rec = lifecycle.transient_error(rec, "bad_response", "not JSON", NOW, bounded=True)
+        assert (rec.state, rec.attempts) == (AssetState.UPLOADED, n)
+    assert lifecycle.transient_error(rec, "unknown_error", "5xx", NOW).state == AssetState.UPLOADED
+    failed = lifecycle.transient_error(rec, "bad_response", "not JSON", NOW, bounded=True)
+    assert failed.state == AssetState.FAILED
+    assert failed.error == lifecycle.Failure("bad_response", "not JSON", NOW)
+    answered = lifecycle.apply_answer(
+        rec, _asset("pending_upload"), NOW, source=Source.COMPLETE, processing_timeout=TIMEOUT
+    )
+    assert answered.attempts == 0
+
+
+def test_malformed_attach_answers_in_a_row_fail_the_link() -> None:
+    """The same bound holds for an attachment; a landed attach resets the count."""
+    link = lifecycle.begin_attach(LinkRecord(workspace_id="ws_1", digest=DIGEST, project_id="p"))
+    for n in range(1, lifecycle.MAX_BAD_ANSWERS):
+        link = lifecycle.link_transient(link, "bad_response", "not JSON", NOW, bounded=True)
+        assert (link.state, link.attempts) == (LinkState.ATTACHING, n)
+    failed = lifecycle.link_transient(link, "bad_response", "not JSON", NOW, bounded=True)
+    assert failed.state == LinkState.FAILED
+    assert lifecycle.attach_found(link, "node_1").attempts == 0
+
+
+def test_retry_of_a_refused_attach_verifies_then_uses_a_new_key() -> None:
+    """`retry` after a final refusal looks for a landed attach, then attaches under a new key."""
+    attaching = lifecycle.begin_attach(
+        LinkRecord(workspace_id="ws_1", digest=DIGEST, project_id="p")
+    )
+    failed = lifecycle.fail_link(attaching, "forbidden", "Forbidden.", NOW)
+    reset = lifecycle.reset_link(failed)
+    assert lifecycle.next_link_step(reset) == Step.VERIFY_ATTACH
+    again = lifecycle.begin_attach(lifecycle.attach_not_found(reset))
+    assert again.attach_key is not None
+    assert again.attach_key != attaching.attach_key
+    assert (again.generation, again.error, again.attempts) == (1, None, 0)
+
+
+def test_retry_after_malformed_answers_keeps_the_known_asset() -> None:
+    """`retry` of an asset failed on unreadable answers asks about that asset, not a new one."""
+    rec = _rec(state=AssetState.UPLOADED, asset_id="asset_1", attempts=lifecycle.MAX_BAD_ANSWERS)
+    failed = lifecycle.transient_error(rec, "bad_response", "not JSON", NOW, bounded=True)
+    reset = lifecycle.reset_asset(failed)
+    assert (reset.state, reset.asset_id, reset.generation) == (AssetState.RESERVED, "asset_1", 0)
+    assert (reset.error, reset.attempts, reset.renewals) == (None, 0, 0)
+    assert lifecycle.next_asset_step(reset, NOW) == Step.RENEW
+    answered = lifecycle.apply_answer(
+        reset, _asset("ready"), NOW, source=Source.RENEW, processing_timeout=TIMEOUT
+    )
+    assert answered.state == AssetState.READY

@@ -79,6 +79,7 @@ def _folder_row(path: str, project_id: str, *, configured: bool = True) -> dict[
         "synced": 0,
         "pending": 0,
         "failed": 0,
+        "skipped": 0,
     }
 
 
@@ -94,7 +95,7 @@ def render(report: dict[str, Any]) -> str:
         gone = "" if f["configured"] else "  (no longer configured)"
         lines.append(
             f"folder:    {f['path']} -> {f['project_id']}: {f['synced']} synced, "
-            f"{f['pending']} pending, {f['failed']} failed{gone}"
+            f"{f['pending']} pending, {f['failed']} failed{_skipped(f)}{gone}"
         )
     if report["assets"]:
         lines.append("assets:    " + _counts(report["assets"]))
@@ -110,6 +111,10 @@ def render(report: dict[str, Any]) -> str:
             kind = "" if f["permanent"] else " [retrying]"
             lines.append(f"  {f['at']}  {f['path']}: {f['message']} ({f['code']}){kind}")
     return "\n".join(lines)
+
+
+def _skipped(folder: dict[str, Any]) -> str:
+    return f", {folder['skipped']} skipped" if folder["skipped"] else ""
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -129,11 +129,8 @@ class FloraClient:
     # -- workspaces and projects ------------------------------------------------------------
 
     def list_workspaces(self) -> list[models.Workspace]:
-        body = self._json("GET", "/workspaces")
-        return [
-            _parsed(models.parse_workspace, w, "GET /workspaces")
-            for w in _items(body, "workspaces")
-        ]
+        items = self._json("GET", "/workspaces", lambda body: _items(body, "workspaces"))
+        return [_parsed(models.parse_workspace, w, "GET /workspaces") for w in items]
 
     def probe_workspaces(self) -> list[models.Workspace]:
         """``list_workspaces`` in one attempt, without retries: a quick yes/no about the key
@@ -154,30 +151,29 @@ class FloraClient:
     def create_project(
         self, workspace_id: str, name: str, *, idempotency_key: str | None = None
     ) -> models.Project:
-        body = self._json(
+        return self._json(
             "POST",
             "/projects",
+            models.parse_project,
             json={"workspace_id": workspace_id, "name": name},
             idempotency_key=idempotency_key,
         )
-        return _parsed(models.parse_project, body, "POST /projects")
 
     def get_project(self, project_id: str) -> models.Project:
-        body = self._json("GET", "/projects/{id}", ids=(project_id,))
-        return _parsed(models.parse_project, body, "GET /projects/{id}")
+        return self._json("GET", "/projects/{id}", models.parse_project, ids=(project_id,))
 
     def list_nodes(self, project_id: str) -> Iterator[models.Node]:
         for item in self._paginate("/projects/{id}/nodes", "nodes", {}, ids=(project_id,)):
             yield _parsed(models.parse_node, item, "GET /projects/{id}/nodes")
 
     def attach(self, project_id: str, asset_id: str, *, idempotency_key: str) -> models.Attachment:
-        body = self._json(
+        return self._json(
             "POST",
             "/projects/{id}/assets/{id}/attach",
+            models.parse_attachment,
             ids=(project_id, asset_id),
             idempotency_key=idempotency_key,
         )
-        return _parsed(models.parse_attachment, body, "attach")
 
     # -- assets ------------------------------------------------------------------------------
 
@@ -199,22 +195,24 @@ class FloraClient:
         }
         if folder:
             payload["folder"] = folder
-        body = self._json("POST", "/assets", json=payload, idempotency_key=idempotency_key)
-        return _parsed(models.parse_asset, body, "POST /assets")
+        return self._json(
+            "POST", "/assets", models.parse_asset, json=payload, idempotency_key=idempotency_key
+        )
 
     def complete_asset(self, asset_id: str) -> models.Asset:
         # complete is idempotent by nature (complete on ready is a no-op, §7.2): safe to repeat
-        body = self._json("POST", "/assets/{id}/complete", ids=(asset_id,), idempotent=True)
-        return _parsed(models.parse_asset, body, "complete")
+        return self._json(
+            "POST", "/assets/{id}/complete", models.parse_asset, ids=(asset_id,), idempotent=True
+        )
 
     def retry_asset(self, asset_id: str) -> models.Asset:
         # repeating retry only replaces the reservation again; the newest one is what we use
-        body = self._json("POST", "/assets/{id}/retry", ids=(asset_id,), idempotent=True)
-        return _parsed(models.parse_asset, body, "retry")
+        return self._json(
+            "POST", "/assets/{id}/retry", models.parse_asset, ids=(asset_id,), idempotent=True
+        )
 
     def get_asset(self, asset_id: str) -> models.Asset:
-        body = self._json("GET", "/assets/{id}", ids=(asset_id,))
-        return _parsed(models.parse_asset, body, "GET /assets/{id}")
+        return self._json("GET", "/assets/{id}", models.parse_asset, ids=(asset_id,))
 
     def list_assets(
         self,
@@ -241,9 +239,10 @@ class FloraClient:
         query["limit"] = str(PAGE_SIZE)
         seen: set[str] = set()
         while True:
-            body = self._json("GET", route, ids=ids, params=query)
-            yield from _items(body, items_key)
-            cursor = (body.get("meta") or {}).get("next_cursor")
+            items, cursor = self._json(
+                "GET", route, lambda body: _page(body, items_key), ids=ids, params=query
+            )
+            yield from items
             if not cursor or cursor in seen:  # null, "" or a repeating cursor ends the listing
                 return
             seen.add(cursor)
@@ -253,19 +252,26 @@ class FloraClient:
         self,
         method: str,
         route: str,
+        parse: Callable[[Mapping[str, Any]], T],
         *,
         ids: tuple[str, ...] = (),
         params: Mapping[str, str] | None = None,
         json: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         idempotent: bool | None = None,
-    ) -> Mapping[str, Any]:
+    ) -> T:
+        """One request under the retry policy, its answer read by ``parse``.
+
+        ``parse`` runs inside the retried call: an answer without a documented field is as
+        malformed as one that is not JSON, and gets the same tries (issue 11).
+        """
         path = _fill(route, ids)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         safe = idempotent if idempotent is not None else method == "GET" or bool(idempotency_key)
 
-        def send() -> Mapping[str, Any]:
-            return self._send(method, route, path, params=params, json=json, headers=headers)
+        def send() -> T:
+            body = self._send(method, route, path, params=params, json=json, headers=headers)
+            return _parsed(parse, body, f"{method} {route}")
 
         return self._retrier.call(send, idempotent=safe)
 
@@ -452,6 +458,12 @@ def _items(body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
             f"unexpected response: no {key!r} list", code="bad_response", endpoint=key
         )
     return [i for i in items if isinstance(i, Mapping)]
+
+
+def _page(body: Mapping[str, Any], key: str) -> tuple[list[Mapping[str, Any]], str | None]:
+    """One page of a listing: its items and the cursor of the next page (None: the last)."""
+    cursor = (body.get("meta") or {}).get("next_cursor")
+    return _items(body, key), str(cursor) if cursor else None
 
 
 def _parsed(parse: Callable[[Mapping[str, Any]], T], body: Mapping[str, Any], what: str) -> T:

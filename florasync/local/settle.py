@@ -91,15 +91,15 @@ class Settler(Generic[Tag]):
         pipeline thread re-offering a file must not wait on its own queue): the timer thread
         hands it on instead, at the earliest after ``settle_seconds``.
         """
-        with self._cond:
-            merged = path in self._entries
+        # whether it merged is decided under the lock that changes the entry: two threads
+        # offering the same path at once must not both count as the first (issue 11, queued)
         st = self._probe(path, tag)
         if not isinstance(st, FileStat):
-            self._forget(path)
+            merged = self._forget(path)
             self._reject(path, tag, st)
             return not merged
         if on_sight and (closed or self._old_enough(st)):
-            self._forget(path)
+            merged = self._forget(path)
             self._ready(path, tag, st)
             return not merged
         key = (st.size, st.mtime_ns, st.ctime_ns)
@@ -112,7 +112,7 @@ class Settler(Generic[Tag]):
             self._entries[path] = _Entry(tag, key, due)
             heapq.heappush(self._heap, (due, path))
             self._cond.notify()
-        return not merged
+            return entry is None
 
     def tick(self) -> float:
         """Re-check every file that is due; return the seconds until the next one is."""
@@ -136,19 +136,23 @@ class Settler(Generic[Tag]):
             self._cond.notify_all()
 
     def _recheck(self, path: str, entry: _Entry[Tag]) -> None:
+        """Hand ``entry`` on, or wait another period; it stays listed until decided, so an
+        offer meanwhile merges into it (or replaces it, and then answers for it)."""
         st = self._probe(path, entry.tag)
-        if not isinstance(st, FileStat):
-            self._reject(path, entry.tag, st)
-            return
-        key = (st.size, st.mtime_ns, st.ctime_ns)
-        if key == entry.key:
+        with self._cond:
+            if self._entries.get(path) is not entry:
+                return  # an offer took it over while it was probed: one callback, theirs
+            if isinstance(st, FileStat):
+                key = (st.size, st.mtime_ns, st.ctime_ns)
+                if key != entry.key:  # still changing (a growing file): another settle period
+                    entry.key, entry.due = key, self._clock() + self.settle_seconds
+                    heapq.heappush(self._heap, (entry.due, path))
+                    return
+            del self._entries[path]
+        if isinstance(st, FileStat):
             self._ready(path, entry.tag, st)
-            return
-        with self._cond:  # still changing (a growing file): wait another settle period
-            if path not in self._entries:
-                due = self._clock() + self.settle_seconds
-                self._entries[path] = _Entry(entry.tag, key, due)
-                heapq.heappush(self._heap, (due, path))
+        else:
+            self._reject(path, entry.tag, st)
 
     def _pop_due(self) -> tuple[str, _Entry[Tag]] | None:
         with self._cond:
@@ -157,7 +161,6 @@ class Settler(Generic[Tag]):
                 due, path = heapq.heappop(self._heap)
                 entry = self._entries.get(path)
                 if entry is not None and entry.due == due:
-                    del self._entries[path]
                     return path, entry
             return None
 
@@ -172,6 +175,7 @@ class Settler(Generic[Tag]):
         else:
             self._refused(path, tag, refusal)
 
-    def _forget(self, path: str) -> None:
+    def _forget(self, path: str) -> bool:
+        """Drop ``path``'s entry (its heap slot is skipped when it comes up); was there one?"""
         with self._cond:
-            self._entries.pop(path, None)  # its heap slot is skipped when it comes up
+            return self._entries.pop(path, None) is not None

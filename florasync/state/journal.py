@@ -311,9 +311,12 @@ class Journal:
     # -- status and retry ---------------------------------------------------------------------
 
     def file_counts(self, workspace_id: str) -> list[tuple[str, str, str, int]]:
-        """(folder, project_id, state, count) with state one of synced, pending, failed."""
+        """(folder, project_id, state, count) with state one of synced, pending, failed and
+        skipped (refused by the folder's policy: a symlink leading outside, a loop)."""
+        policy = sorted(admission.POLICY_CODES)
         rows = self._conn().execute(
             "SELECT f.folder, f.project_id, CASE"
+            f" WHEN f.problem_code IN ({', '.join('?' * len(policy))}) THEN 'skipped'"
             " WHEN f.problem_code IS NOT NULL THEN 'failed'"
             " WHEN l.state = 'attached' THEN 'synced'"
             " WHEN l.state = 'failed' OR a.state = 'failed' THEN 'failed'"
@@ -321,7 +324,7 @@ class Journal:
             " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
             " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
             " AND l.project_id = f.project_id GROUP BY 1, 2, 3 ORDER BY 1, 3",
-            (workspace_id, workspace_id),
+            (*policy, workspace_id, workspace_id),
         )
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 

@@ -18,6 +18,7 @@ EXPIRY_MARGIN_SECONDS = 60.0  # renew instructions that expire this soon (CONTRA
 MAX_RENEWALS = 8  # fresh instructions asked for one reservation before giving up
 MAX_GENERATIONS = 4  # reservations abandoned (new idempotency key) before giving up
 MAX_BAD_ANSWERS = 3  # malformed answers in a row (each after its own retries) before failing
+BAD_RESPONSE = "bad_response"  # the code of a malformed answer (errors.MalformedResponseError)
 _PERMANENT_HINTS = ("type", "size", "large", "corrupt", "unsupported", "megapixel")
 
 
@@ -167,7 +168,10 @@ def apply_answer(
         # waiting for processing would only time out; renew and push again (§7.2)
         return needs_renewal(rec, now)
     fresh = source in (Source.RESERVE, Source.RENEW)
-    if asset.upload is not None and fresh:
+    # renewed instructions that are expiring already are a failed renewal: counted, so a FLORA
+    # that only hands out expired URLs ends the file instead of looping on /retry
+    stale = source == Source.RENEW and _expiring(asset.upload, now)
+    if asset.upload is not None and fresh and not stale:
         return replace(rec, state=AssetState.RESERVED, upload=asset.upload)
     if asset.upload is not None or fresh:
         # complete answering pending_upload *with* instructions: the bytes never arrived and the
@@ -176,6 +180,10 @@ def apply_answer(
         return needs_renewal(rec, now)
     deadline = rec.ready_deadline or now + processing_timeout
     return replace(rec, state=AssetState.PROCESSING, ready_deadline=deadline, upload=None)
+
+
+def _expiring(upload: UploadInstructions | None, now: float) -> bool:
+    return upload is not None and upload.expires_within(EXPIRY_MARGIN_SECONDS, now)
 
 
 def needs_renewal(rec: AssetRecord, now: float) -> AssetRecord:
@@ -206,6 +214,11 @@ def reservation_lost(rec: AssetRecord, now: float, reason: str) -> AssetRecord:
     """Abandon this reservation and reserve again with a new key (next generation)."""
     if rec.generation + 1 >= MAX_GENERATIONS:
         return fail_asset(rec, "reservation_lost", reason, now)
+    return replace(_next_generation(rec), error=Failure("reservation_lost", reason, now))
+
+
+def _next_generation(rec: AssetRecord) -> AssetRecord:
+    """A new reservation under a new key; its renewal and attempt budgets start afresh."""
     return replace(
         rec,
         state=AssetState.NEW,
@@ -214,10 +227,10 @@ def reservation_lost(rec: AssetRecord, now: float, reason: str) -> AssetRecord:
         reserve_key=None,
         reserved_at=None,
         upload=None,
-        renewals=0,  # the budget belongs to a reservation: the new one starts afresh
+        renewals=0,
         ready_deadline=None,
         attempts=0,
-        error=Failure("reservation_lost", reason, now),
+        error=None,
     )
 
 
@@ -251,22 +264,18 @@ def processing_timed_out(rec: AssetRecord) -> AssetRecord:
 
 
 def reset_asset(rec: AssetRecord) -> AssetRecord:
-    """``florasync retry``: a failed asset starts over with a new reservation."""
+    """``florasync retry``: a failed asset starts over with a new reservation.
+
+    Unless it failed on unreadable answers: the step behind them (a complete, say) may have
+    landed, so the known asset is asked for fresh instructions first, and a ready one is kept.
+    """
     if rec.state != AssetState.FAILED:
         return rec
-    return replace(
-        rec,
-        state=AssetState.NEW,
-        generation=rec.generation + 1,
-        asset_id=None,
-        reserve_key=None,
-        reserved_at=None,
-        upload=None,
-        renewals=0,
-        ready_deadline=None,
-        attempts=0,
-        error=None,
-    )
+    if rec.asset_id is not None and rec.error is not None and rec.error.code == BAD_RESPONSE:
+        return replace(
+            rec, state=AssetState.RESERVED, renewals=0, ready_deadline=None, attempts=0, error=None
+        )
+    return _next_generation(rec)
 
 
 def _asset_failed(rec: AssetRecord, message: str, now: float) -> AssetRecord:
@@ -327,9 +336,10 @@ def reset_link(link: LinkRecord) -> LinkRecord:
     """
     if link.state != LinkState.FAILED:
         return link
+    # an attach that went out may have landed behind an unreadable answer: look first (Q7)
     return replace(
         link,
-        state=LinkState.PENDING,
+        state=LinkState.ATTACHING if link.attach_key else LinkState.PENDING,
         generation=link.generation + 1,
         attach_key=None,
         attempts=0,

@@ -273,6 +273,8 @@ class Pipeline:
 
     def _settle_gone(self, path: str, offer: _Offer) -> None:
         self._forget_path(path)
+        # gone before it had an outcome: take back its count, as a merged offer does
+        self.progress.queued(-1, -offer.digest_stat.size if offer.digest_stat else 0)
         self._finish_quietly()
 
     def _settle_refused(self, path: str, offer: _Offer, refusal: Refusal) -> None:
@@ -557,7 +559,9 @@ class Pipeline:
         offer = _Offer(item.folder, None, None, False, item.resettles + 1)
         # never on sight: a hash thread handing it on at once could wait on its own full queue
         if not self._settler.observe(item.path, offer, on_sight=False):
-            self._finish_quietly()  # merged into a newer offer of the same path
+            # merged into a newer offer of the same path, which carries the file's count now
+            self.progress.queued(-1, 0)  # the bytes it was queued with are not known here
+            self._finish_quietly()
 
     def _forget_path(self, path: str) -> None:
         self._journal_safely(lambda: self._journal.forget_files([path]))

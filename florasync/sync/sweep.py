@@ -45,8 +45,11 @@ def sweep_folder(
     root = str(folder.path)
     catalog = Catalog(journal, pipeline.workspace_id, full_scan=True)
     journal.clear_scan_problems(root)
+    root_unread = False
 
     def on_problem(problem: scanner.ScanProblem) -> None:
+        nonlocal root_unread
+        root_unread = root_unread or problem.path == root  # vanished or unreadable itself
         count.problems += 1
         _record_problem(journal, pipeline, folder, problem)
 
@@ -60,9 +63,11 @@ def sweep_folder(
                 return count  # closing: leave the rest for the next start
     except StoppedError:
         return count  # stopped (a signal, a refused key): whoever stopped us says why
-    if not stop.is_set() and not pipeline.is_closing:
+    if not stop.is_set() and not pipeline.is_closing and not root_unread:
+        # the folder itself too: its last top-level files may be gone (issue 11, item 7);
+        # a folder that could not be read says nothing about what is gone
         catalog.finish()
-        journal.forget_dirs_except(root, catalog.dirs_seen | {root})
+        journal.forget_dirs_except(root, catalog.dirs_seen)
     return count
 
 
