@@ -6,7 +6,8 @@ come back, polling, the periodic safety rescan, files put back by ``florasync re
 key), SIGHUP reload (the new watches armed before the old ones stop, so nothing written meanwhile is
 missed), sd_notify, and a clean stop on SIGTERM/SIGINT. Folders are named by their path, so a
 reload that reorders them keeps what was queued for each. The main loop never blocks on the
-pipeline: what may wait on a full queue runs on the sweeper's thread.
+pipeline: what may wait on a full queue runs on the sweeper's thread; nor on FLORA: the probe of
+a refused key runs on a thread of its own.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class Daemon:
         self._next_retry_pickup = 0.0
         self._next_ping = 0.0
         self._next_key_probe = 0.0
+        self._key_probe: threading.Thread | None = None
+        self._reloads = 0  # a key probe started before a reload asked with the old key
 
     def run(self) -> ExitCode:
         self._observability = Monitoring.build(self.rt.cfg, self.is_healthy)
@@ -175,6 +178,8 @@ class Daemon:
         self.engine.pipeline.begin_close()
         self.watcher.stop()
         self.sweeper.stop()
+        if self._key_probe is not None:  # one request, bounded by the API timeouts
+            self._key_probe.join(self.grace_seconds)
         self.engine.close(self.grace_seconds)
         self._observability.stop()
         self.notifier.close()
@@ -202,7 +207,7 @@ class Daemon:
                 self.sweeper.pick_up_retries()  # the sweeper's thread offers them
                 self._next_retry_pickup = now + RETRY_PICKUP_SECONDS
             if self.engine.pipeline.refused is not None and now >= self._next_key_probe:
-                self._probe_key()
+                self._start_key_probe(now)
             self._notify(now, healthy)
             self._wake.wait(TICK_SECONDS)
             self._wake.clear()
@@ -307,17 +312,32 @@ class Daemon:
         self._next_key_probe = self._clock() + KEY_PROBE_SECONDS
         self._wake.set()
 
-    def _probe_key(self) -> None:
+    def _start_key_probe(self, now: float) -> None:
+        """Ask FLORA about the key on a thread of its own: one request may last its read timeout,
+        longer than systemd's watchdog waits for the main loop (issue 11)."""
+        if self._key_probe is not None and self._key_probe.is_alive():
+            return
+        self._next_key_probe = now + KEY_PROBE_SECONDS
+        self._key_probe = threading.Thread(
+            target=self._probe_key, args=(self._reloads,), name="florasync-key-probe", daemon=True
+        )
+        self._key_probe.start()
+
+    def _probe_key(self, reloads: int) -> None:
         try:
             self.engine.client().probe_workspaces()
         except errors.CredentialsError:
-            self._next_key_probe = self._clock() + KEY_PROBE_SECONDS
+            self._probe_again(reloads, KEY_PROBE_SECONDS)
             return
         except errors.ApiError:
-            self._next_key_probe = self._clock() + 60.0
+            self._probe_again(reloads, 60.0)
             return
         resumed = self.engine.pipeline.resume()  # the workers take the parked jobs
         self._note(None, "key_accepted", f"the API key is accepted again; {resumed} file(s) resume")
+
+    def _probe_again(self, reloads: int, seconds: float) -> None:
+        if reloads == self._reloads:  # else a reload brought a key: the loop asks again at once
+            self._next_key_probe = self._clock() + seconds
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -340,6 +360,7 @@ class Daemon:
             log.warning("changed settings that take effect after a restart: %s", changed)
         self.rt.cfg = new.cfg
         self.engine.set_api_key(new.key)
+        self._reloads += 1
         self._rearm(new.added)
         message = (
             f"configuration reloaded: {len(new.added)} folder(s) added, {len(new.removed)} removed"
