@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from tests.test_sandbox import (
     call,
     complete,
     error_of,
+    form_fields,
     ready_asset,
     requests_on,
     reserve,
@@ -642,3 +644,152 @@ def test_duplicate_mode_spends_the_key_behind_a_malformed_answer(sandbox):
     assert retried.status_code == 409
     assert error_of(retried)["code"] == "idempotency_duplicate"
     assert len(sandbox.state()["assets"]) == 1
+
+
+# -- the seed of the fault dice and the mid-body cut (the fault matrix, issue 11) -------------
+
+
+def _rolls(faults: Faults, count: int = 64) -> list[bool]:
+    return [faults.roll(0.5) for _ in range(count)]
+
+
+def test_seed_makes_the_fault_dice_repeat():
+    """Faults(seed=n) rolls the same sequence every time; update(seed=n) starts it over."""
+    first = _rolls(Faults(seed=7))
+    assert _rolls(Faults(seed=7)) == first
+    assert _rolls(Faults(seed=8)) != first
+    faults = Faults(seed=7)
+    _rolls(faults)
+    faults.update(seed=7)
+    assert _rolls(faults) == first
+    assert _rolls(Faults.from_options({"seed": "7"})) == first
+    assert Faults(seed=7).to_dict()["seed"] == 7
+
+
+def test_seed_is_validated():
+    """A seed must be a non-negative integer (or unset)."""
+    cases: list[tuple[Any, type[Exception]]] = [
+        (-1, ValueError),
+        (1.5, TypeError),
+        (True, TypeError),
+        ("7", TypeError),
+    ]
+    for bad, error in cases:
+        with pytest.raises(error, match="seed"):
+            Faults(seed=bad)
+    with pytest.raises(ValueError, match="seed"):
+        Faults.from_options({"seed": "many"})
+    faults = Faults(seed=3)
+    faults.update(seed=None)
+    assert faults.seed is None
+
+
+def test_upload_cut_rate_drops_mid_body_after_spending_the_token(sandbox):
+    """upload_cut_rate: the connection closes mid-body, nothing is stored, the token is spent."""
+    sandbox.faults.update(upload_cut_rate=1.0)
+    asset = reserve(sandbox)
+    data = os.urandom(4 << 20)
+    with pytest.raises(requests.ConnectionError):
+        upload(asset, data)
+    assert sandbox.blob_path(asset["asset_id"]) is None
+    logged = requests_on(sandbox, "POST /upload")
+    assert [(r["status"], r["dropped"]) for r in logged] == [(None, True)]
+    sandbox.faults.reset()
+    again = upload(asset, data)
+    assert again.status_code == 400
+    assert "has been used before" in again.json()["message"]
+    assert complete(sandbox, asset["asset_id"]).json()["status"] == "pending_upload"
+
+
+def test_upload_cut_rate_keeps_serving_the_next_upload(sandbox):
+    """After a cut, a fresh reservation's upload on a new connection is stored whole."""
+    sandbox.faults.update(upload_cut_rate=1.0)
+    with pytest.raises(requests.ConnectionError):
+        upload(reserve(sandbox), b"\x89PNG short body")
+    sandbox.faults.update(upload_cut_rate=0.0)
+    asset = reserve(sandbox)
+    assert upload(asset, b"\x89PNG whole").status_code == 200
+    assert sandbox.blob_path(asset["asset_id"]).read_bytes() == b"\x89PNG whole"
+
+
+def _ask(
+    traffic: Traffic,
+    t: float,
+    *,
+    connection: int | None,
+    path: str = "/upload/api/v1/files/upload",
+    exclusive: bool = False,
+) -> int:
+    return traffic.begin(
+        method="POST",
+        route=None,
+        path=path,
+        arrived=t,
+        idempotency_key=None,
+        authorization=False,
+        identity="sk",
+        latency_seconds=0.0,
+        connection=connection,
+        exclusive=exclusive,
+    )
+
+
+def test_the_refused_request_again_on_its_connection_is_flagged_within_the_grace():
+    """The request a 429 answered, sent again on its connection, is a rate_window violation
+    even within the grace; on another connection it may have been in flight."""
+    traffic = Traffic(clock=FakeClock())
+    traffic.announce_window("sk", 5, _ask(traffic, 99.99, connection=1))
+    _ask(traffic, 100.01, connection=2)
+    _ask(traffic, 100.01, connection=None)
+    _ask(traffic, 100.01, connection=1, path="/elsewhere")
+    assert traffic.violations() == []
+    seq = _ask(traffic, 100.02, connection=1)
+    _ask(traffic, 105.01, connection=1)  # after the window
+    found = traffic.violations()
+    assert [(v["kind"], v["seq"]) for v in found] == [("rate_window", seq)]
+    assert "sent again after the 429 was read" in found[0]["detail"]
+
+
+def test_an_exclusive_request_again_is_flagged_on_any_connection():
+    """A POST about one asset (or under one key) cannot be in flight twice: sent again within
+    the grace on any connection, it is a rate_window violation."""
+    traffic = Traffic(clock=FakeClock())
+    path = "/api/v1/assets/asset_1/complete"
+    traffic.announce_window("sk", 5, _ask(traffic, 99.99, connection=1, path=path, exclusive=True))
+    _ask(traffic, 100.01, connection=2, path="/api/v1/assets/asset_2/complete", exclusive=True)
+    assert traffic.violations() == []
+    seq = _ask(traffic, 100.01, connection=2, path=path, exclusive=True)
+    assert [v["seq"] for v in traffic.violations()] == [seq]
+
+
+def test_asking_again_at_once_on_the_429_connection_is_caught_over_http(sandbox):
+    """Sending the refused upload again at once on its keep-alive connection is a rate_window
+    violation; a GET there is not (a pool's other worker may read the same path)."""
+    sandbox.faults.fail_next("POST /upload", status=429, retry_after=30)
+    sandbox.faults.fail_next("GET /workspaces", status=429, retry_after=30)
+    asset = reserve(sandbox)
+    fields = form_fields(asset["upload"])
+    auth = {"Authorization": f"Bearer {sandbox.api_key}"}
+    with requests.Session() as session:
+        for _ in range(2):
+            session.post(
+                asset["upload"]["url"],
+                data=fields,
+                files={"file": ("a.png", b"\x89PNG", "image/png")},
+                timeout=TIMEOUT,
+            )
+            session.get(sandbox.base_url + "/workspaces", headers=auth, timeout=TIMEOUT)
+    found = violations(sandbox, "rate_window")
+    assert [v["detail"].split(" arrived")[0] for v in found] == ["POST /upload"]
+    assert "sent again after the 429 was read" in found[0]["detail"]
+
+
+def test_complete_again_at_once_on_a_new_connection_is_caught_over_http(sandbox):
+    """complete refused with 429 and sent again at once, even on a fresh connection, is a
+    rate_window violation (one asset's complete is never in flight twice)."""
+    asset_id = reserve(sandbox)["asset_id"]
+    sandbox.faults.fail_next("POST /assets/{id}/complete", status=429, retry_after=30)
+    assert complete(sandbox, asset_id).status_code == 429
+    complete(sandbox, asset_id)
+    found = violations(sandbox, "rate_window")
+    assert [v["detail"].split(" arrived")[0] for v in found] == ["POST /assets/{id}/complete"]

@@ -98,13 +98,13 @@ class FloraClient:
         _require_secure(base_url, "api.base_url")
         self.base_url = base_url.rstrip("/")
         self._timeouts = timeouts
-        self._session = _new_session(_BearerAuth(api_key))
         self._retrier = retrying.Retrier(
             policy or retrying.RetryPolicy(),
             gate or retrying.RateGate(),
             stop or threading.Event(),
             on_retry=on_retry,
         )
+        self._session = _new_session(_BearerAuth(api_key), self._retrier)
         self._secret = api_key
         self._on_response = on_response
         self._proxies = _Proxies()
@@ -317,12 +317,19 @@ class UploadTarget:
         timeouts: Timeouts = Timeouts(),
         stop: threading.Event | None = None,
         chunk_bytes: int = UPLOAD_CHUNK_BYTES,
+        policy: retrying.RetryPolicy | None = None,
+        gate: retrying.RateGate | None = None,
     ) -> None:
         self._timeouts = timeouts
         self._stop = stop or threading.Event()
         self._chunk_bytes = max(chunk_bytes, UPLOAD_CHUNK_BYTES)
-        self._session = _new_session(_NoAuth())
         self._proxies = _Proxies()
+        # only 429s are repeated here (they stored nothing, the fields stay valid); the gate is
+        # the API client's, so a rate-limited host pauses the whole pool for its Retry-After
+        self._retrier = retrying.Retrier(
+            policy or retrying.RetryPolicy(), gate or retrying.RateGate(), self._stop
+        )
+        self._session = _new_session(_NoAuth(), self._retrier)
 
     def close(self) -> None:
         self._session.close()
@@ -344,10 +351,17 @@ class UploadTarget:
             errors.InsecureTransportError: the URL is plain http to a non-loopback host.
             errors.UploadRejectedError: any 4xx — the instructions are spent; ask for fresh ones.
             errors.UploadUncertainError: 5xx or a dropped connection; the bytes may have landed.
+            errors.RateLimitedError: 429 after the policy's patience; the fields are still valid.
             errors.StoppedError: the stop event was set mid-upload.
         """
         _require_secure(instructions.url, "upload.url")
-        return self._post(instructions, stream, file_name, content_type, progress)
+        start = stream.tell()
+
+        def post() -> Mapping[str, Any]:
+            stream.seek(start)  # a 429 read nothing into the target: send it all again
+            return self._post(instructions, stream, file_name, content_type, progress)
+
+        return self._retrier.call(post, idempotent=False)  # 429: always safe (nothing stored)
 
     def _post(
         self,
@@ -405,8 +419,8 @@ class _ChunkedReader:
         return chunk
 
 
-def _new_session(auth: requests.auth.AuthBase) -> requests.Session:
-    """A session that reads the environment once, not on every request.
+def _new_session(auth: requests.auth.AuthBase, retrier: retrying.Retrier) -> requests.Session:
+    """A session that reads the environment once, not on every request, and obeys the gate.
 
     With ``trust_env`` requests re-reads every environment variable per request to find
     proxies (about 1 ms of CPU each, measured), and may take credentials from ~/.netrc.
@@ -414,12 +428,34 @@ def _new_session(auth: requests.auth.AuthBase) -> requests.Session:
     """
     session = requests.Session()
     session.trust_env = False
+    adapter = _GatedAdapter(retrier)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     session.auth = auth
     session.headers["User-Agent"] = USER_AGENT
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     if bundle:
         session.verify = bundle
     return session
+
+
+class _GatedAdapter(requests.adapters.HTTPAdapter):
+    """Checks the rate gate at the last moment before a request takes a connection, and closes
+    it on a 429 before that connection goes back to the pool: another worker's request, already
+    prepared, must not leave on it inside the announced window (CONTRACT §4)."""
+
+    def __init__(self, retrier: retrying.Retrier) -> None:
+        super().__init__()
+        self._retrier = retrier
+
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        self._retrier.wait_for_gate()
+        response = super().send(request, *args, **kwargs)
+        if response.status_code == 429:  # the body is read (and the connection freed) later
+            self._retrier.rate_limited(parse_retry_after(response.headers.get("Retry-After")))
+        return response
 
 
 class _Proxies:
@@ -601,9 +637,16 @@ def _upload_result(response: requests.Response) -> Mapping[str, Any]:
         message = str(response.json().get("message") or response.reason)
     except (ValueError, AttributeError):
         message = response.reason or f"HTTP {status}"
-    # any 4xx means the signed fields are spent (CONTRACT §10.3); a 429 or 5xx leaves it unknown
-    rejected = 400 <= status < 500 and status != 429
-    cls = errors.UploadRejectedError if rejected else errors.UploadUncertainError
+    if status == 429:  # refused before anything was stored: wait it out, same fields (§4)
+        raise errors.RateLimitedError(
+            message,
+            status=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            method="POST",
+            endpoint="upload",
+        )
+    # any other 4xx means the signed fields are spent (CONTRACT §10.3); a 5xx leaves it unknown
+    cls = errors.UploadRejectedError if 400 <= status < 500 else errors.UploadUncertainError
     raise cls(message, status=status, method="POST", endpoint="upload")
 
 

@@ -48,8 +48,6 @@ class RetryPolicy:
         """Attempts allowed for a request whose last failure was ``exc``."""
         if isinstance(exc, errors.RateLimitedError):
             return self.max_rate_limited_attempts
-        if isinstance(exc, errors.MalformedResponseError):
-            return self.max_malformed_attempts
         return self.max_attempts
 
 
@@ -126,9 +124,15 @@ class _Stop(tenacity.stop.stop_base):
         self._policy = policy
         self._stop = stop
         self._elapsed = elapsed
+        self._malformed = 0  # one _Stop per call: counts this request's malformed answers
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, errors.MalformedResponseError):
+            # its own budget: earlier 5xx, drops or 429s of this request do not use it up
+            self._malformed += 1
+            if self._malformed >= self._policy.max_malformed_attempts:
+                return True
         return (
             self._stop.is_set()
             or retry_state.attempt_number >= self._policy.attempt_limit(exc)
@@ -177,12 +181,20 @@ class Retrier:
         result: T = retrying(self._gated, fn)
         return result
 
-    def _gated(self, fn: Callable[[], T]) -> T:
+    def wait_for_gate(self) -> None:
+        """Block while a 429's window is open (raises StoppedError when stop is set)."""
         self.gate.wait(self._sleep)
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        """A 429 arrived: close the gate for the whole pool."""
+        self.gate.close_for(self.policy.rate_limit_seconds(retry_after))
+
+    def _gated(self, fn: Callable[[], T]) -> T:
+        self.wait_for_gate()
         try:
             return fn()
         except errors.RateLimitedError as exc:
-            self.gate.close_for(self.policy.rate_limit_seconds(exc.retry_after))
+            self.rate_limited(exc.retry_after)
             raise
 
     def _tenacity_sleep(self, seconds: float) -> None:

@@ -22,7 +22,8 @@ CONTROL_PREFIX = "/_sandbox/"
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One HTTP request with its body read; ``arrived`` is monotonic seconds."""
+    """One HTTP request with its body read; ``arrived`` is monotonic seconds; ``connection``
+    numbers the connection it came on (None: unknown)."""
 
     method: str
     path: str
@@ -31,6 +32,7 @@ class Request:
     idempotency_key: str | None = None
     body: bytes = b""
     arrived: float = 0.0
+    connection: int | None = None
 
     @property
     def bearer(self) -> str | None:

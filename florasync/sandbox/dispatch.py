@@ -76,6 +76,8 @@ class Dispatcher:
             authorization=req.authorization is not None,
             identity=req.bearer,
             latency_seconds=self._ctx.faults.latency_seconds,
+            connection=req.connection,
+            exclusive=found is not None and _exclusive(found[0], req),
         )
         outcome = self._pipeline(*found, req) if found else error_reply(404)
         self._finish(seq, req, outcome)
@@ -165,8 +167,14 @@ class Dispatcher:
             return
         retry_after = outcome.headers.get("Retry-After")
         if outcome.status == 429 and retry_after is not None and req.bearer is not None:
-            self._traffic.announce_window(req.bearer, float(retry_after))
+            self._traffic.announce_window(req.bearer, float(retry_after), seq)
         self._traffic.finish(seq, outcome.status, replayed=outcome.is_replay)
+
+
+def _exclusive(route: Route, req: Request) -> bool:
+    """Whether a well-behaved client has at most one such request in flight (a POST about one
+    asset, or under one Idempotency-Key), so the same one again came after the answer."""
+    return route.method == "POST" and (req.idempotency_key is not None or "{id}" in route.name)
 
 
 def _match(req: Request) -> tuple[Route, tuple[str, ...]] | None:

@@ -59,6 +59,7 @@ _RATES = frozenset(
         "upload_error_rate",
         "upload_drop_rate",
         "upload_lose_response_rate",
+        "upload_cut_rate",
     }
 )
 
@@ -94,6 +95,8 @@ FIELD_HELP: dict[str, str] = {
     "upload_error_rate": "fraction of uploads answered 500/502/503",
     "upload_drop_rate": "fraction of uploads whose connection is closed before storing",
     "upload_lose_response_rate": "fraction of uploads stored, then closed without an answer",
+    "upload_cut_rate": "fraction of uploads whose connection is closed mid-body, nothing stored",
+    "seed": "seed of the fault dice: the same sequence of rolls on every run (unset: random)",
 }
 
 
@@ -147,6 +150,8 @@ class Faults:
     upload_error_rate: float = 0.0
     upload_drop_rate: float = 0.0
     upload_lose_response_rate: float = 0.0
+    upload_cut_rate: float = 0.0
+    seed: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _scripted: list[ScriptedFault] = field(default_factory=list, repr=False, compare=False)
     _limiter: RateLimiter = field(default_factory=RateLimiter, repr=False, compare=False)
@@ -155,6 +160,8 @@ class Faults:
     def __post_init__(self) -> None:
         for name in field_names():
             object.__setattr__(self, name, _checked(name, getattr(self, name)))
+        if self.seed is not None:
+            self._dice.seed(self.seed)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None = None, /, **more: Any) -> Faults:
@@ -173,7 +180,7 @@ class Faults:
         return cls(**values)
 
     def update(self, **values: Any) -> None:
-        """Change some fields at once, all or none.
+        """Change some fields at once, all or none; a ``seed`` restarts the dice from it.
 
         Raises:
             ValueError: an unknown field name or a value out of range.
@@ -184,6 +191,8 @@ class Faults:
         with self._lock:
             for name, value in checked.items():
                 setattr(self, name, value)
+            if checked.get("seed") is not None:
+                self._dice.seed(checked["seed"])
 
     def fail_next(
         self,
@@ -306,8 +315,8 @@ def _require_known(values: Mapping[str, Any]) -> None:
 def _checked(name: str, value: Any) -> Any:
     """``value`` if it suits field ``name``; raises TypeError/ValueError naming the field."""
     default = _defaults()[name]
-    if name in ("rate_limit_rps", "idempotency_window_seconds"):
-        return None if value is None else _non_negative(name, _number(name, value))
+    if name in ("rate_limit_rps", "idempotency_window_seconds", "seed"):
+        return None if value is None else _checked_optional(name, value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise TypeError(f"{name}: must be true or false")
@@ -319,6 +328,13 @@ def _checked(name: str, value: Any) -> Any:
     if isinstance(default, list):
         return _string_list(name, value)
     return _choice(name, value)
+
+
+def _checked_optional(name: str, value: Any) -> float | int:
+    """A set optional field: the seed is an integer, the others numbers; none negative."""
+    if name == "seed":
+        return _non_negative(name, _integer(name, value))
+    return _non_negative(name, _number(name, value))
 
 
 def _checked_float(name: str, value: Any) -> float:
@@ -369,7 +385,7 @@ def _from_text(name: str, value: Any) -> Any:
     try:
         if isinstance(default, bool):
             return _parse_bool(name, value)
-        if isinstance(default, int):
+        if isinstance(default, int) or name == "seed":
             return int(value)
         if isinstance(default, float) or default is None:
             return float(value)

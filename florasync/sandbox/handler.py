@@ -9,6 +9,7 @@ and closing the connection for drops and truncated answers.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import logging
 import secrets
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 MAX_JSON_BODY = 1 << 20
 FILE_CHUNK = 1 << 20
+_CONNECTIONS = itertools.count(1)
+"""Numbers every connection, so the request log can tell a keep-alive reuse (Traffic)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,11 @@ class Handler(BaseHTTPRequestHandler):
     # the client's delayed ACK hold every response back by ~40 ms on loopback
     disable_nagle_algorithm = True
     server_version = f"florasync-sandbox/{__version__}"
+    connection_number = 0
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection_number = next(_CONNECTIONS)
 
     def do_GET(self) -> None:
         self._serve()
@@ -142,6 +150,7 @@ class Handler(BaseHTTPRequestHandler):
             idempotency_key=self.headers.get("Idempotency-Key"),
             body=data,
             arrived=arrived,
+            connection=self.connection_number,
         )
         return self._app.dispatcher.handle(req)
 
@@ -151,6 +160,7 @@ class Handler(BaseHTTPRequestHandler):
             arrived=arrived,
             flora_headers=tuple(h for h in FLORA_HEADERS if h in self.headers),
             idempotency_key=self.headers.get("Idempotency-Key"),
+            connection=self.connection_number,
         )
 
     def _control(self, url: SplitResult, body: BodyReader) -> Outcome:

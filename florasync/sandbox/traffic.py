@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 GRACE_SECONDS = 0.1
-"""Requests already in flight when a 429 was sent may still arrive this long after it."""
+"""Requests already in flight when a 429 was sent may still arrive this long after it; never
+the refused request itself sent again (see ``Ask.again``)."""
 
 
 @dataclass(slots=True)
@@ -33,6 +34,46 @@ class Entry:
     authorization: bool
     replayed: bool
     malformed: str | None
+    connection: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What a request asked for, to recognise it when it is sent again.
+
+    ``exclusive``: a well-behaved client never has two of these in flight at once (a POST
+    about one asset, or carrying one Idempotency-Key), so the same one again was sent after
+    the first was answered. Otherwise only the same connection proves that (HTTP/1.1), and
+    not for a GET: two workers of one pool may read the same path at the same time.
+    """
+
+    method: str
+    path: str
+    idempotency_key: str | None
+    connection: int | None
+    exclusive: bool
+
+    def again(self, later: Ask) -> bool:
+        """Whether ``later`` is this request sent again after its answer was read."""
+        same = (self.method, self.path, self.idempotency_key) == (
+            later.method,
+            later.path,
+            later.idempotency_key,
+        )
+        on_its_connection = self.connection is not None and self.connection == later.connection
+        # a GET proves nothing by its connection: a pooled client's other worker may have read
+        # the same path, prepared before the 429 was read, on the connection it freed
+        resent = on_its_connection and self.method != "GET"
+        return same and (self.exclusive or resent)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A Retry-After window announced to an identity by the 429 answering ``asked``."""
+
+    start: float
+    end: float
+    asked: Ask | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +90,9 @@ class Traffic:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: list[Entry] = []
+        self._asks: list[Ask] = []
         self._violations: list[Violation] = []
-        self._windows: dict[str, list[tuple[float, float]]] = {}
+        self._windows: dict[str, list[Window]] = {}
 
     def begin(
         self,
@@ -63,8 +105,14 @@ class Traffic:
         authorization: bool,
         identity: str | None,
         latency_seconds: float,
+        connection: int | None = None,
+        exclusive: bool = False,
     ) -> int:
-        """Log an arriving request and check it against the Retry-After windows; its seq."""
+        """Log an arriving request and check it against the Retry-After windows; its seq.
+
+        ``connection`` numbers the connection it came on; ``exclusive`` as in ``Ask``.
+        """
+        ask = Ask(method, path, idempotency_key, connection, exclusive)
         with self._lock:
             seq = len(self._entries) + 1
             entry = Entry(
@@ -79,10 +127,12 @@ class Traffic:
                 authorization,
                 False,
                 None,
+                connection,
             )
             self._entries.append(entry)
+            self._asks.append(ask)
         if identity is not None:
-            self._check_window(identity, entry, GRACE_SECONDS + 2 * latency_seconds)
+            self._check_window(identity, entry, ask, GRACE_SECONDS + 2 * latency_seconds)
         return seq
 
     def finish(
@@ -103,12 +153,13 @@ class Traffic:
             entry.replayed = replayed
             entry.malformed = malformed
 
-    def announce_window(self, identity: str, seconds: float) -> None:
-        """A 429 told ``identity`` to wait ``seconds`` from now (remember when that ends)."""
+    def announce_window(self, identity: str, seconds: float, seq: int | None = None) -> None:
+        """A 429 (the answer to request ``seq``) told ``identity`` to wait ``seconds`` from now."""
         now = self._clock()
         with self._lock:
-            windows = [w for w in self._windows.get(identity, []) if w[1] > now]
-            windows.append((now, now + seconds))
+            asked = self._asks[seq - 1] if seq is not None else None
+            windows = [w for w in self._windows.get(identity, []) if w.end > now]
+            windows.append(Window(now, now + seconds, asked))
             self._windows[identity] = windows
 
     def violation(self, kind: str, detail: str, seq: int | None = None) -> None:
@@ -123,16 +174,19 @@ class Traffic:
         with self._lock:
             return [dataclasses.asdict(v) for v in self._violations]
 
-    def _check_window(self, identity: str, entry: Entry, grace: float) -> None:
-        """Flag ``entry`` if it arrived inside a window announced to ``identity`` (rate_window)."""
+    def _check_window(self, identity: str, entry: Entry, ask: Ask, grace: float) -> None:
+        """Flag ``entry`` if it arrived inside a window announced to ``identity`` (rate_window):
+        after the grace, or at once if it is the refused request sent again."""
         with self._lock:
             windows = list(self._windows.get(identity, []))
-        for start, end in windows:
-            if start + grace < entry.t < end:
+        for window in windows:
+            again = window.asked is not None and window.asked.again(ask)
+            if window.start + (0.0 if again else grace) < entry.t < window.end:
                 where = entry.route or f"{entry.method} {entry.path}"
                 detail = (
-                    f"{where} arrived {entry.t - start:.3f}s after a 429 "
-                    f"that asked to wait {end - start:.0f}s"
+                    f"{where} arrived {entry.t - window.start:.3f}s after a 429 "
+                    f"that asked to wait {window.end - window.start:.0f}s"
+                    f"{' (sent again after the 429 was read)' if again else ''}"
                 )
                 self.violation("rate_window", detail, entry.seq)
                 return

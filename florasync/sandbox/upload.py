@@ -8,6 +8,7 @@ reaches the token check spends the token, even when it then fails (CONTRACT §10
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -25,6 +26,7 @@ from florasync.sandbox.receipt import Body, Receipt, Refused
 from florasync.sandbox.replies import Drop, Outcome, Reply
 from florasync.sandbox.store import Asset, UploadAttempt
 from florasync.sandbox.traffic import Traffic
+from florasync.sandbox.wire import IncompleteBody
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ REUSED_MESSAGE = (
     "another random string with enough entropy to avoid collisions."
 )
 READ_BYTES = 1 << 20
+CUT_UNKNOWN_LENGTH_BYTES = 64 << 10
+"""Where ``upload_cut_rate`` cuts a chunked body (no ``Content-Length`` to halve)."""
 UPLOAD_IDENTITY = "upload-target"
 """Whose Retry-After windows upload requests are checked against (no API key reaches here)."""
 
@@ -51,6 +55,7 @@ class UploadRequest:
     arrived: float
     flora_headers: tuple[str, ...] = ()
     idempotency_key: str | None = None
+    connection: int | None = None
 
 
 def sign(private_key: str, token: str, expire: int | str) -> str:
@@ -82,6 +87,7 @@ class UploadTarget:
             authorization="Authorization" in req.flora_headers,
             identity=UPLOAD_IDENTITY,
             latency_seconds=self._ctx.faults.latency_seconds,
+            connection=req.connection,
         )
         if req.flora_headers:
             detail = f"{', '.join(req.flora_headers)} sent to the upload target (seed 004)"
@@ -95,6 +101,8 @@ class UploadTarget:
 
     def _outcome(self, req: UploadRequest, body: Body) -> Outcome:
         plan = self._fault_plan()
+        if isinstance(plan, _Cut):
+            return self._cut(req, body)
         if isinstance(plan, Drop):
             return plan
         if isinstance(plan, Refused):
@@ -103,8 +111,9 @@ class UploadTarget:
         reply = self._receive(req, body)
         return Drop(stored=True) if plan and reply.status == 200 else reply
 
-    def _fault_plan(self) -> Drop | Refused | bool:
-        """What the faults do to this upload: drop it, refuse it, or (True) lose the answer."""
+    def _fault_plan(self) -> _Cut | Drop | Refused | bool:
+        """What the faults do to this upload: cut or drop it, refuse it, or (True) lose the
+        answer."""
         faults = self._ctx.faults
         scripted = faults.take_scripted(UPLOAD_ROUTE)
         if scripted is not None:
@@ -113,6 +122,8 @@ class UploadTarget:
             return Refused(faults.pick_server_error(), "Internal server error")
         if faults.roll(faults.upload_drop_rate):
             return Drop()
+        if faults.roll(faults.upload_cut_rate):
+            return _Cut()
         limited = self._rate_limited()
         if limited is not None:
             return limited
@@ -127,6 +138,15 @@ class UploadTarget:
             return None
         seconds = retry_after_seconds(wait) if faults.retry_after_header else None
         return Refused(429, _status_message(429), _retry_after(seconds))
+
+    def _cut(self, req: UploadRequest, body: Body) -> Drop:
+        """Read about half the body as usual (the token is spent once the file part starts),
+        then close the connection: the client loses it mid-body and nothing is stored."""
+        length = getattr(body, "length", None)
+        limit = length // 2 if length else CUT_UNKNOWN_LENGTH_BYTES
+        with contextlib.suppress(ConnectionError):
+            self._receive(req, _CutBody(body, limit))
+        return Drop()
 
     def _receive(self, req: UploadRequest, body: Body) -> Reply:
         receipt = Receipt(self._ctx.store.blob_dir, self._check)
@@ -229,8 +249,31 @@ class UploadTarget:
             return
         retry_after = outcome.headers.get("Retry-After")
         if outcome.status == 429 and retry_after is not None:
-            self._traffic.announce_window(UPLOAD_IDENTITY, float(retry_after))
+            self._traffic.announce_window(UPLOAD_IDENTITY, float(retry_after), seq)
         self._traffic.finish(seq, outcome.status, dropped=False, replayed=False)
+
+
+class _Cut:
+    """The ``upload_cut_rate`` plan: read part of the body, then drop the connection."""
+
+
+class _CutBody:
+    """The first ``limit`` bytes of a body; then (or at its end, whichever comes first) the
+    connection is gone, so a cut upload can never complete."""
+
+    def __init__(self, body: Body, limit: int) -> None:
+        self._body = body
+        self._left = limit
+
+    def read(self, size: int) -> bytes:
+        data = self._body.read(min(size, self._left)) if self._left > 0 else b""
+        if not data:
+            raise IncompleteBody("the sandbox cut the upload mid-body (upload_cut_rate)")
+        self._left -= len(data)
+        return data
+
+    def drain(self) -> None:
+        raise IncompleteBody("the sandbox cut the upload mid-body (upload_cut_rate)")
 
 
 def _require_issued_fields(asset: Asset, token: str, fields: dict[str, str]) -> None:

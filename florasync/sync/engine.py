@@ -112,7 +112,12 @@ class Engine:
         from florasync.flora import api
 
         self._client = self.rt.client(**self._client_hooks)
-        self._target = api.UploadTarget(timeouts=self.rt.timeouts(), stop=self.stop)
+        self._target = api.UploadTarget(
+            timeouts=self.rt.timeouts(),
+            stop=self.stop,
+            policy=self.rt.retry_policy(),
+            gate=self.rt.gate,
+        )
         return Transfer(
             workspace_id=self.rt.cfg.workspace_id,
             client=self._client,

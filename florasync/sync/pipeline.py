@@ -42,6 +42,7 @@ _WAKE = object()  # put in a queue to wake its consumer
 MAX_RESETTLES = 6  # a file that changes under us this often is reported, not chased forever
 PAYMENT_PAUSE_SECONDS = 300.0
 MAX_DEFER_SECONDS = 900.0
+MAX_SIBLING_RETRIES = 2  # one-shot run: tries of a deferred file behind same-content siblings
 _POLL_SECONDS = 0.2
 
 
@@ -384,7 +385,7 @@ class Pipeline:
             self._defer(item, job, Result(Outcome.DEFERRED, None, "insufficient_credits", message))
             return
         started = self._clock()
-        with self._content_lock(job.digest):
+        with self._content_lock(job.digest) as shared:
             try:
                 result = self._transfer_for().run(job)
             except errors.CredentialsError as exc:
@@ -398,11 +399,17 @@ class Pipeline:
                 result = Result(Outcome.DEFERRED, None, code, str(exc))
             except errors.TransientError as exc:
                 result = Result(Outcome.DEFERRED, None, exc.code or type(exc).__name__, str(exc))
-        self._conclude(item, job, result, self._clock() - started)
+            with self._mutex:
+                siblings = shared.users > 1  # files with the same bytes wait for this lock
+        self._conclude(item, job, result, self._clock() - started, siblings=siblings)
 
-    def _conclude(self, item: Item, job: Job, result: Result, seconds: float) -> None:
+    def _conclude(
+        self, item: Item, job: Job, result: Result, seconds: float, *, siblings: bool = False
+    ) -> None:
         if result.outcome == Outcome.CHANGED:
             self._resettle(item)
+        elif result.outcome == Outcome.DEFERRED and siblings and not self._retry_deferred:
+            self._after_siblings(item, job, result)
         elif result.outcome == Outcome.DEFERRED:
             self._defer(item, job, result)
         elif result.outcome == Outcome.VANISHED:
@@ -446,6 +453,22 @@ class Pipeline:
         later = replace(item, deferrals=item.deferrals + 1)
         self._timers.after(delay, lambda: self._requeue(later, job))
 
+    def _after_siblings(self, item: Item, job: Job, result: Result) -> None:
+        """One-shot run: a file with the same bytes is next in line for the content and may
+        bring it through; try this one once more after it rather than give it up now."""
+        if item.deferrals >= MAX_SIBLING_RETRIES:
+            self._defer(item, job, result)
+            return
+        log.info(
+            "%s: %s (%s); trying again after a file with the same bytes",
+            job.path,
+            result.message,
+            result.code,
+        )
+        later = replace(item, deferrals=item.deferrals + 1)
+        # through the timer thread: a worker must never wait on its own full queue
+        self._timers.after(0.0, lambda: self._requeue(later, job))
+
     def _requeue(self, item: Item, job: Job) -> None:
         if not self._put(self._job_q, (item, job)):
             self._finish_quietly()
@@ -472,7 +495,7 @@ class Pipeline:
             return self._transfer
 
     @contextlib.contextmanager
-    def _content_lock(self, digest: str) -> Iterator[None]:
+    def _content_lock(self, digest: str) -> Iterator[_SharedLock]:
         """One worker per content: the second file with the same bytes waits, then reuses."""
         with self._mutex:
             shared = self._content_locks.setdefault(digest, _SharedLock())
@@ -482,7 +505,7 @@ class Pipeline:
                 if self.stop.is_set():
                     raise errors.StoppedError("stopped while waiting for another worker")
             try:
-                yield
+                yield shared
             finally:
                 shared.lock.release()
         finally:
