@@ -47,8 +47,6 @@ class TerminalProgress:
         with self._lock:
             self._done += 1
             self._failed += outcome in (Outcome.FAILED, Outcome.DEFERRED)
-            if outcome == Outcome.UNCHANGED:
-                self._queued += 1
         self._draw()
 
     def sent(self, size_bytes: int) -> None:

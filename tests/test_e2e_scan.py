@@ -321,12 +321,10 @@ def test_lost_answers_are_recovered(env: SyncEnv, route: str, idempotency: str) 
     assert [x for x in state["assets"] if x["status"] != "ready"] == [], "no orphan asset"
 
 
-def test_progress_line_on_a_terminal(env: SyncEnv) -> None:
-    """On a terminal, run --scan draws a self-rewriting progress line with files and bytes."""
+def _scan_on_a_terminal(env: SyncEnv) -> str:
+    """Run ``run --scan`` with stderr on a pseudo-terminal; what it drew there."""
     import pty
 
-    for n in range(5):
-        env.add(0, f"p{n}.png", 20_000)
     main, sub = pty.openpty()
     try:
         proc = env.popen("run", "--scan", stderr=sub)
@@ -345,6 +343,19 @@ def test_progress_line_on_a_terminal(env: SyncEnv) -> None:
         os.close(main)
     screen = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0, out + screen
+    return screen
+
+
+def test_progress_line_on_a_terminal(env: SyncEnv) -> None:
+    """On a terminal, run --scan draws a self-rewriting progress line with files and bytes;
+    files re-read and found unchanged are counted once (5/5, not 5/10)."""
+    paths = [env.add(0, f"p{n}.png", 20_000) for n in range(5)]
+    screen = _scan_on_a_terminal(env)
     assert "\r" in screen
     assert "5/5 files" in screen
     assert "sent" in screen
+    for path in paths:
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    screen = _scan_on_a_terminal(env)  # a new mtime: read again, same bytes, already attached
+    last = [line for line in screen.replace("\n", "\r").split("\r") if line.strip()][-1]
+    assert "5/5 files" in last, screen

@@ -188,6 +188,7 @@ class Pipeline:
         message: str | None = None,
     ) -> None:
         """Count a file decided without entering the pipeline (unchanged, a scan problem)."""
+        self.progress.queued(1, size_bytes)  # it was never offered: count it in, then out
         self.progress.finished(outcome, size_bytes)
         self.summary.count(outcome, path, Result(outcome, None, code, message), size_bytes)
 
