@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from florasync import errors
-from florasync.flora import api, retrying
+from florasync.flora import api, retrying, transport, upload
 from florasync.flora.models import UploadInstructions
 from florasync.flora.secret import Secret
 from florasync.sandbox import Faults, Sandbox
@@ -32,7 +32,7 @@ def _sha256(path: Path) -> str:
 
 
 def _upload_one(
-    client: api.FloraClient, target: api.UploadTarget, sb: Sandbox, path: Path, key: str
+    client: api.FloraClient, target: upload.UploadTarget, sb: Sandbox, path: Path, key: str
 ) -> str:
     asset = client.create_asset(
         sb.workspace_id, file_name=path.name, content_type="image/png", idempotency_key=key
@@ -52,8 +52,8 @@ def client(sandbox: Sandbox) -> Iterator[api.FloraClient]:
 
 
 @pytest.fixture
-def target() -> Iterator[api.UploadTarget]:
-    t = api.UploadTarget()
+def target() -> Iterator[upload.UploadTarget]:
+    t = upload.UploadTarget()
     yield t
     t.close()
 
@@ -84,7 +84,7 @@ def test_pagination_follows_every_page(sandbox: Sandbox, client: api.FloraClient
 def test_full_upload_flow(
     sandbox: Sandbox,
     client: api.FloraClient,
-    target: api.UploadTarget,
+    target: upload.UploadTarget,
     tmp_path: Path,
     spelling: str,
 ) -> None:
@@ -106,7 +106,7 @@ def test_full_upload_flow(
 
 
 def test_idempotency_key_header_and_no_flora_headers_upstream(
-    sandbox: Sandbox, client: api.FloraClient, target: api.UploadTarget, tmp_path: Path
+    sandbox: Sandbox, client: api.FloraClient, target: upload.UploadTarget, tmp_path: Path
 ) -> None:
     """POST /assets and attach carry Idempotency-Key; the upload target never sees FLORA headers."""
     f = tmp_path / "a.png"
@@ -123,7 +123,7 @@ def test_idempotency_key_header_and_no_flora_headers_upstream(
 
 
 def test_expired_instructions_are_rejected_then_renewed(
-    sandbox: Sandbox, client: api.FloraClient, target: api.UploadTarget, tmp_path: Path
+    sandbox: Sandbox, client: api.FloraClient, target: upload.UploadTarget, tmp_path: Path
 ) -> None:
     """An upload-target 4xx is UploadRejectedError; retry gives fresh fields for the same asset."""
     sandbox.faults.update(expire_next_uploads=1)
@@ -262,7 +262,7 @@ def test_timeouts_apply_to_every_call(sandbox: Sandbox) -> None:
     """A server slower than the read timeout gives a NetworkError, not a hang."""
     sandbox.faults.update(latency_seconds=1.0)
     policy = retrying.RetryPolicy(max_attempts=2, backoff_base_seconds=0.01)
-    timeouts = api.Timeouts(connect=1, read=0.2)
+    timeouts = transport.Timeouts(connect=1, read=0.2)
     with (
         _client(sandbox, timeouts=timeouts, policy=policy) as c,
         pytest.raises(errors.NetworkError, match="timed out"),
@@ -278,7 +278,7 @@ def test_plain_http_is_refused_except_loopback(tmp_path: Path) -> None:
     api.FloraClient("http://127.0.0.1:9/api/v1", Secret("sk_test_x")).close()
     f = tmp_path / "a.png"
     f.write_bytes(b"x")
-    t = api.UploadTarget()
+    t = upload.UploadTarget()
     with pytest.raises(errors.InsecureTransportError), f.open("rb") as stream:
         t.upload(
             UploadInstructions("http://upload.example/x"),
@@ -347,14 +347,14 @@ def test_large_upload_streams_in_bounded_memory(sandbox: Sandbox, tmp_path: Path
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from florasync.flora import api
+        from florasync.flora import upload
         from florasync.flora.models import UploadInstructions
         def hwm():
             for line in open("/proc/self/status"):
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
         instructions = UploadInstructions.from_json(sys.stdin.read())
-        target = api.UploadTarget()
+        target = upload.UploadTarget()
         base = hwm()
         with open({str(big)!r}, "rb") as stream:
             target.upload(instructions, stream, file_name="big.mp4", content_type="video/mp4")

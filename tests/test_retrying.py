@@ -9,7 +9,7 @@ import pytest
 
 from florasync import errors
 from florasync.flora import retrying
-from florasync.flora.api import parse_retry_after
+from florasync.flora.transport import parse_retry_after
 
 
 class FakeClock:

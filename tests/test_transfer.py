@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from florasync import errors
-from florasync.flora import api, retrying
+from florasync.flora import api, retrying, transport, upload
 from florasync.flora.secret import Secret
 from florasync.local.identity import FileStat, hash_file
 from florasync.sandbox import Sandbox
@@ -26,7 +26,7 @@ from florasync.sync.transfer import Job, Outcome, Result, Transfer
 from .helpers import SHORT_TIMEOUT, assert_exactly_once, write_file
 
 FAST = retrying.RetryPolicy(backoff_base_seconds=0.01, backoff_cap_seconds=0.05)
-TIMEOUTS = api.Timeouts(connect=5.0, read=10.0, upload_read=10.0)
+TIMEOUTS = transport.Timeouts(connect=5.0, read=10.0, upload_read=10.0)
 PROCESSING_TIMEOUT = 120.0  # long on purpose: a run that waits for it shows in the elapsed time
 
 RESERVE = "POST /assets"
@@ -47,7 +47,7 @@ class Rig:
     journal: Journal
     folder: Path
     client: api.FloraClient
-    target: api.UploadTarget
+    target: upload.UploadTarget
     stop: threading.Event
 
     def transfer(self, **options: Any) -> Transfer:
@@ -106,7 +106,7 @@ def rig(sandbox: Sandbox, tmp_path: Path) -> Iterator[Rig]:
     client = api.FloraClient(
         sandbox.base_url, key, timeouts=TIMEOUTS, policy=FAST, gate=gate, stop=stop
     )
-    target = api.UploadTarget(timeouts=TIMEOUTS, stop=stop)
+    target = upload.UploadTarget(timeouts=TIMEOUTS, stop=stop)
     yield Rig(sandbox, journal, folder, client, target, stop)
     target.close()
     client.close()

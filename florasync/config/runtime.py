@@ -20,7 +20,7 @@ from florasync.flora import retrying
 from florasync.flora.secret import Secret
 
 if TYPE_CHECKING:
-    from florasync.flora import api
+    from florasync.flora import api, transport
 
 
 @dataclass
@@ -42,11 +42,11 @@ class Runtime:
         logs.register_secret(key.reveal())
         return key
 
-    def timeouts(self) -> api.Timeouts:
-        from florasync.flora import api
+    def timeouts(self) -> transport.Timeouts:
+        from florasync.flora import transport
 
         a = self.cfg.api
-        return api.Timeouts(
+        return transport.Timeouts(
             connect=a.connect_timeout_seconds,
             read=a.read_timeout_seconds,
             upload_read=a.upload_timeout_seconds,

@@ -1,38 +1,31 @@
-"""The FLORA API client and the upload-target client: the only module that imports requests.
+"""The FLORA API client: one method per endpoint, answers as typed ``models`` objects.
 
-Owns HTTP: one ``requests.Session`` per client with Bearer auth, timeouts on every call, the
-error envelope mapped onto the ``errors`` tree (CONTRACT.md §3), pagination (§6), and the
-streamed multipart upload to the signed target (§8, §10), which has its own session and never
-sees the API key. Retry decisions come from ``retrying``; journal and lifecycle live elsewhere.
+Owns the API side of HTTP: Bearer auth, timeouts on every call, the error envelope mapped onto
+the ``errors`` tree (CONTRACT.md §3), malformed answers, pagination (§6). Sessions come from
+``transport``, the signed upload from ``upload``; retry decisions from ``retrying``; journal and
+lifecycle live elsewhere.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
-from requests_toolbelt import MultipartEncoder
 
-from florasync import __version__, errors
-from florasync.flora import models, retrying, urls
+from florasync import errors
+from florasync.flora import models, retrying, transport
 from florasync.flora.secret import Secret
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-USER_AGENT = f"florasync/{__version__}"
 PAGE_SIZE = 100  # always send limit explicitly: the default is undocumented (Q10)
-UPLOAD_CHUNK_BYTES = 4 << 20  # the receiver keeps up with curl at 4 MiB writes, not at 1 MiB
 
 _ERROR_BY_STATUS: dict[int, type[errors.ApiError]] = {
     400: errors.InvalidRequestError,
@@ -48,34 +41,6 @@ ResponseHook = Callable[[str, str, "int | None", float], None]
 """Called after every request with (method, route template, status or None, seconds)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Seconds to wait to connect, and for each read of a response."""
-
-    connect: float = 10.0
-    read: float = 60.0
-    upload_read: float = 300.0
-
-
-class _BearerAuth(requests.auth.AuthBase):
-    """Sets the Authorization header at send time (and keeps ~/.netrc from replacing it)."""
-
-    def __init__(self, key: Secret) -> None:
-        self._key = key
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
-        return request
-
-
-class _NoAuth(requests.auth.AuthBase):
-    """Guarantees the upload target never receives an Authorization header (seed 004)."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers.pop("Authorization", None)
-        return request
-
-
 class FloraClient:
     """The FLORA public API, one method per endpoint, results as typed ``models`` objects.
 
@@ -88,14 +53,14 @@ class FloraClient:
         base_url: str,
         api_key: Secret,
         *,
-        timeouts: Timeouts = Timeouts(),
+        timeouts: transport.Timeouts = transport.DEFAULT_TIMEOUTS,
         policy: retrying.RetryPolicy | None = None,
         gate: retrying.RateGate | None = None,
         stop: threading.Event | None = None,
         on_response: ResponseHook | None = None,
         on_retry: Callable[[BaseException, float], None] | None = None,
     ) -> None:
-        _require_secure(base_url, "api.base_url")
+        transport.require_secure(base_url, "api.base_url")
         self.base_url = base_url.rstrip("/")
         self._timeouts = timeouts
         self._retrier = retrying.Retrier(
@@ -104,10 +69,10 @@ class FloraClient:
             stop or threading.Event(),
             on_retry=on_retry,
         )
-        self._session = _new_session(_BearerAuth(api_key), self._retrier)
+        self._session = transport.new_session(transport.BearerAuth(api_key), self._retrier)
         self._secret = api_key
         self._on_response = on_response
-        self._proxies = _Proxies()
+        self._proxies = transport.Proxies()
 
     def __repr__(self) -> str:
         return f"FloraClient({self.base_url!r})"
@@ -115,7 +80,7 @@ class FloraClient:
     def set_api_key(self, api_key: Secret) -> None:
         """Use another key from the next request on (a rotated key, after SIGHUP)."""
         self._secret = api_key
-        self._session.auth = _BearerAuth(api_key)
+        self._session.auth = transport.BearerAuth(api_key)
 
     def close(self) -> None:
         self._session.close()
@@ -308,172 +273,6 @@ class FloraClient:
                 self._on_response(method, route, status, time.monotonic() - started)
 
 
-class UploadTarget:
-    """Pushes a file to signed upload instructions; has its own session and never sees the key."""
-
-    def __init__(
-        self,
-        *,
-        timeouts: Timeouts = Timeouts(),
-        stop: threading.Event | None = None,
-        chunk_bytes: int = UPLOAD_CHUNK_BYTES,
-        policy: retrying.RetryPolicy | None = None,
-        gate: retrying.RateGate | None = None,
-    ) -> None:
-        self._timeouts = timeouts
-        self._stop = stop or threading.Event()
-        self._chunk_bytes = max(chunk_bytes, UPLOAD_CHUNK_BYTES)
-        self._proxies = _Proxies()
-        # only 429s are repeated here (they stored nothing, the fields stay valid); the gate is
-        # the API client's, so a rate-limited host pauses the whole pool for its Retry-After
-        self._retrier = retrying.Retrier(
-            policy or retrying.RetryPolicy(), gate or retrying.RateGate(), self._stop
-        )
-        self._session = _new_session(_NoAuth(), self._retrier)
-
-    def close(self) -> None:
-        self._session.close()
-
-    def upload(
-        self,
-        instructions: models.UploadInstructions,
-        stream: IO[bytes],
-        *,
-        file_name: str,
-        content_type: str,
-        progress: Callable[[int], None] | None = None,
-    ) -> Mapping[str, Any]:
-        """Send every signed field unchanged, then ``stream`` (an open file), in 4 MiB reads.
-
-        The caller opens the file, so it can prove the bytes are those of the file it admitted.
-
-        Raises:
-            errors.InsecureTransportError: the URL is plain http to a non-loopback host.
-            errors.UploadRejectedError: any 4xx — the instructions are spent; ask for fresh ones.
-            errors.UploadUncertainError: 5xx or a dropped connection; the bytes may have landed.
-            errors.RateLimitedError: 429 after the policy's patience; the fields are still valid.
-            errors.StoppedError: the stop event was set mid-upload.
-        """
-        _require_secure(instructions.url, "upload.url")
-        start = stream.tell()
-
-        def post() -> Mapping[str, Any]:
-            stream.seek(start)  # a 429 read nothing into the target: send it all again
-            return self._post(instructions, stream, file_name, content_type, progress)
-
-        return self._retrier.call(post, idempotent=False)  # 429: always safe (nothing stored)
-
-    def _post(
-        self,
-        instructions: models.UploadInstructions,
-        stream: IO[bytes],
-        file_name: str,
-        content_type: str,
-        progress: Callable[[int], None] | None,
-    ) -> Mapping[str, Any]:
-        parts: list[tuple[str, Any]] = list(instructions.fields.items())
-        parts.append((instructions.file_field, (file_name, stream, content_type)))  # file last
-        encoder = MultipartEncoder(fields=parts, boundary=uuid.uuid4().hex)
-        body = _ChunkedReader(encoder, self._chunk_bytes, self._stop, progress)
-        try:
-            response = self._session.request(
-                instructions.method,
-                instructions.url,
-                data=body,
-                headers={"Content-Type": encoder.content_type},
-                timeout=(self._timeouts.connect, self._timeouts.upload_read),
-                allow_redirects=False,
-                proxies=self._proxies.for_url(instructions.url),
-            )
-        except requests.RequestException as exc:
-            if self._stop.is_set():
-                raise errors.StoppedError("stopped during an upload") from None
-            raise errors.UploadUncertainError(
-                f"upload interrupted: {_exception_text(exc)}", method="POST", endpoint="upload"
-            ) from None
-        return _upload_result(response)
-
-
-class _ChunkedReader:
-    """File-like view of the multipart body: reads ≥ 4 MiB at a time, stops when asked."""
-
-    def __init__(
-        self,
-        encoder: MultipartEncoder,
-        chunk_bytes: int,
-        stop: threading.Event,
-        progress: Callable[[int], None] | None,
-    ) -> None:
-        self._encoder = encoder
-        self._chunk_bytes = chunk_bytes
-        self._stop = stop
-        self._progress = progress
-        self.len = encoder.len  # requests reads the body length from here (Content-Length)
-
-    def read(self, size: int = -1) -> bytes:
-        if self._stop.is_set():
-            raise errors.StoppedError("stopped during an upload")
-        chunk: bytes = self._encoder.read(max(size, self._chunk_bytes))
-        if self._progress is not None and chunk:
-            self._progress(len(chunk))
-        return chunk
-
-
-def _new_session(auth: requests.auth.AuthBase, retrier: retrying.Retrier) -> requests.Session:
-    """A session that reads the environment once, not on every request, and obeys the gate.
-
-    With ``trust_env`` requests re-reads every environment variable per request to find
-    proxies (about 1 ms of CPU each, measured), and may take credentials from ~/.netrc.
-    Proxies (``_Proxies``) and the CA bundle are read from the environment here instead.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    adapter = _GatedAdapter(retrier)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.auth = auth
-    session.headers["User-Agent"] = USER_AGENT
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    return session
-
-
-class _GatedAdapter(requests.adapters.HTTPAdapter):
-    """Checks the rate gate at the last moment before a request takes a connection, and closes
-    it on a 429 before that connection goes back to the pool: another worker's request, already
-    prepared, must not leave on it inside the announced window (CONTRACT §4)."""
-
-    def __init__(self, retrier: retrying.Retrier) -> None:
-        super().__init__()
-        self._retrier = retrier
-
-    def send(
-        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
-    ) -> requests.Response:
-        self._retrier.wait_for_gate()
-        response = super().send(request, *args, **kwargs)
-        if response.status_code == 429:  # the body is read (and the connection freed) later
-            self._retrier.rate_limited(parse_retry_after(response.headers.get("Retry-After")))
-        return response
-
-
-class _Proxies:
-    """The environment's proxy settings (HTTPS_PROXY, NO_PROXY...) per origin, read once."""
-
-    def __init__(self) -> None:
-        self._by_origin: dict[str, dict[str, str]] = {}
-        self._lock = threading.Lock()
-
-    def for_url(self, url: str) -> dict[str, str]:
-        origin = url.split("/", 3)[:3]
-        key = "/".join(origin)
-        with self._lock:
-            if key not in self._by_origin:
-                self._by_origin[key] = dict(requests.utils.get_environ_proxies(url))
-            return self._by_origin[key]
-
-
 def _fill(route: str, ids: tuple[str, ...]) -> str:
     path = route
     for value in ids:
@@ -558,7 +357,7 @@ def _api_error(
         status=status,
         code=code,
         request_id=response.headers.get("request-id"),
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        retry_after=transport.parse_retry_after(response.headers.get("Retry-After")),
         method=method,
         endpoint=route,
     )
@@ -589,68 +388,15 @@ def _envelope(response: requests.Response) -> tuple[str | None, str]:
     return None, f"{response.reason or 'error'} ({kind}){detail}"
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 def _network_error(
     exc: requests.RequestException, method: str, route: str, secret: Secret
 ) -> errors.NetworkError:
-    return errors.NetworkError(_scrub(_exception_text(exc), secret), method=method, endpoint=route)
-
-
-def _exception_text(exc: BaseException) -> str:
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    if isinstance(exc, requests.ConnectionError):
-        return "connection failed or was dropped"
-    return type(exc).__name__
+    return errors.NetworkError(
+        _scrub(transport.exception_text(exc), secret), method=method, endpoint=route
+    )
 
 
 def _scrub(text: str, secret: Secret) -> str:
     """Never let the key reach a message, even if a server echoes it back."""
     key = secret.reveal()
     return text.replace(key, "***") if key else text
-
-
-def _upload_result(response: requests.Response) -> Mapping[str, Any]:
-    status = response.status_code
-    if 200 <= status < 300:
-        try:
-            body = response.json()
-        except ValueError:
-            return {}
-        return body if isinstance(body, Mapping) else {}
-    try:
-        message = str(response.json().get("message") or response.reason)
-    except (ValueError, AttributeError):
-        message = response.reason or f"HTTP {status}"
-    if status == 429:  # refused before anything was stored: wait it out, same fields (§4)
-        raise errors.RateLimitedError(
-            message,
-            status=status,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            method="POST",
-            endpoint="upload",
-        )
-    # any other 4xx means the signed fields are spent (CONTRACT §10.3); a 5xx leaves it unknown
-    cls = errors.UploadRejectedError if 400 <= status < 500 else errors.UploadUncertainError
-    raise cls(message, status=status, method="POST", endpoint="upload")
-
-
-def _require_secure(url: str, key: str) -> None:
-    problem = urls.transport_problem(url)
-    if problem:
-        raise errors.InsecureTransportError(key, problem)

@@ -23,7 +23,7 @@ from florasync.sync.pipeline import Pipeline
 from florasync.sync.transfer import Transfer
 
 if TYPE_CHECKING:
-    from florasync.flora import api
+    from florasync.flora import api, upload
 
 
 class Engine:
@@ -54,7 +54,7 @@ class Engine:
             raise
         self._closed = False
         self._client: api.FloraClient | None = None
-        self._target: api.UploadTarget | None = None
+        self._target: upload.UploadTarget | None = None
         self.pipeline = Pipeline(
             workspace_id=rt.cfg.workspace_id,
             journal=self.journal,
@@ -109,10 +109,10 @@ class Engine:
             self._client.set_api_key(key)
 
     def _make_transfer(self) -> Transfer:
-        from florasync.flora import api
+        from florasync.flora import upload
 
         self._client = self.rt.client(**self._client_hooks)
-        self._target = api.UploadTarget(
+        self._target = upload.UploadTarget(
             timeouts=self.rt.timeouts(),
             stop=self.stop,
             policy=self.rt.retry_policy(),

@@ -24,7 +24,7 @@ from florasync.state.journal import FileEntry, Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState, Source, Step
 
 if TYPE_CHECKING:
-    from florasync.flora import api
+    from florasync.flora import api, upload
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Transfer:
         *,
         workspace_id: str,
         client: api.FloraClient,
-        target: api.UploadTarget,
+        target: upload.UploadTarget,
         journal: Journal,
         stop: threading.Event,
         processing_timeout: float = 120.0,

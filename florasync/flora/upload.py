@@ -1,0 +1,160 @@
+"""The upload target client: the signed multipart POST of a file's bytes (CONTRACT §8, §10).
+
+Owns streaming an open file as multipart in 4 MiB reads (never the whole file in memory),
+waiting out 429s with the same signed fields, and what the target's answers mean: any other
+4xx spends the fields, a 5xx or a dropped connection leaves it unknown. It has its own session
+and never sees the API key.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+import requests
+from requests_toolbelt import MultipartEncoder
+
+from florasync import errors
+from florasync.flora import models, retrying, transport
+
+CHUNK_BYTES = 4 << 20  # the receiver keeps up with curl at 4 MiB writes, not at 1 MiB
+
+
+class UploadTarget:
+    """Pushes a file to signed upload instructions; has its own session and never sees the key."""
+
+    def __init__(
+        self,
+        *,
+        timeouts: transport.Timeouts = transport.DEFAULT_TIMEOUTS,
+        stop: threading.Event | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        policy: retrying.RetryPolicy | None = None,
+        gate: retrying.RateGate | None = None,
+    ) -> None:
+        self._timeouts = timeouts
+        self._stop = stop or threading.Event()
+        self._chunk_bytes = max(chunk_bytes, CHUNK_BYTES)
+        self._proxies = transport.Proxies()
+        # only 429s are repeated here (they stored nothing, the fields stay valid); the gate is
+        # the API client's, so a rate-limited host pauses the whole pool for its Retry-After
+        self._retrier = retrying.Retrier(
+            policy or retrying.RetryPolicy(), gate or retrying.RateGate(), self._stop
+        )
+        self._session = transport.new_session(transport.NoAuth(), self._retrier)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def upload(
+        self,
+        instructions: models.UploadInstructions,
+        stream: IO[bytes],
+        *,
+        file_name: str,
+        content_type: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> Mapping[str, Any]:
+        """Send every signed field unchanged, then ``stream`` (an open file), in 4 MiB reads.
+
+        The caller opens the file, so it can prove the bytes are those of the file it admitted.
+
+        Raises:
+            errors.InsecureTransportError: the URL is plain http to a non-loopback host.
+            errors.UploadRejectedError: any 4xx — the instructions are spent; ask for fresh ones.
+            errors.UploadUncertainError: 5xx or a dropped connection; the bytes may have landed.
+            errors.RateLimitedError: 429 after the policy's patience; the fields are still valid.
+            errors.StoppedError: the stop event was set mid-upload.
+        """
+        transport.require_secure(instructions.url, "upload.url")
+        start = stream.tell()
+
+        def post() -> Mapping[str, Any]:
+            stream.seek(start)  # a 429 read nothing into the target: send it all again
+            return self._post(instructions, stream, file_name, content_type, progress)
+
+        return self._retrier.call(post, idempotent=False)  # 429: always safe (nothing stored)
+
+    def _post(
+        self,
+        instructions: models.UploadInstructions,
+        stream: IO[bytes],
+        file_name: str,
+        content_type: str,
+        progress: Callable[[int], None] | None,
+    ) -> Mapping[str, Any]:
+        parts: list[tuple[str, Any]] = list(instructions.fields.items())
+        parts.append((instructions.file_field, (file_name, stream, content_type)))  # file last
+        encoder = MultipartEncoder(fields=parts, boundary=uuid.uuid4().hex)
+        body = _ChunkedReader(encoder, self._chunk_bytes, self._stop, progress)
+        try:
+            response = self._session.request(
+                instructions.method,
+                instructions.url,
+                data=body,
+                headers={"Content-Type": encoder.content_type},
+                timeout=(self._timeouts.connect, self._timeouts.upload_read),
+                allow_redirects=False,
+                proxies=self._proxies.for_url(instructions.url),
+            )
+        except requests.RequestException as exc:
+            if self._stop.is_set():
+                raise errors.StoppedError("stopped during an upload") from None
+            raise errors.UploadUncertainError(
+                f"upload interrupted: {transport.exception_text(exc)}",
+                method="POST",
+                endpoint="upload",
+            ) from None
+        return _upload_result(response)
+
+
+class _ChunkedReader:
+    """File-like view of the multipart body: reads ≥ 4 MiB at a time, stops when asked."""
+
+    def __init__(
+        self,
+        encoder: MultipartEncoder,
+        chunk_bytes: int,
+        stop: threading.Event,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self._encoder = encoder
+        self._chunk_bytes = chunk_bytes
+        self._stop = stop
+        self._progress = progress
+        self.len = encoder.len  # requests reads the body length from here (Content-Length)
+
+    def read(self, size: int = -1) -> bytes:
+        if self._stop.is_set():
+            raise errors.StoppedError("stopped during an upload")
+        chunk: bytes = self._encoder.read(max(size, self._chunk_bytes))
+        if self._progress is not None and chunk:
+            self._progress(len(chunk))
+        return chunk
+
+
+def _upload_result(response: requests.Response) -> Mapping[str, Any]:
+    status = response.status_code
+    if 200 <= status < 300:
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, Mapping) else {}
+    try:
+        message = str(response.json().get("message") or response.reason)
+    except (ValueError, AttributeError):
+        message = response.reason or f"HTTP {status}"
+    if status == 429:  # refused before anything was stored: wait it out, same fields (§4)
+        raise errors.RateLimitedError(
+            message,
+            status=status,
+            retry_after=transport.parse_retry_after(response.headers.get("Retry-After")),
+            method="POST",
+            endpoint="upload",
+        )
+    # any other 4xx means the signed fields are spent (CONTRACT §10.3); a 5xx leaves it unknown
+    cls = errors.UploadRejectedError if 400 <= status < 500 else errors.UploadUncertainError
+    raise cls(message, status=status, method="POST", endpoint="upload")
