@@ -33,6 +33,7 @@ class Sizes:
     hash_bytes: int
     latency_files: int
     burst_files: int
+    cpu_files: int
     burst_wait_seconds: float
     idle_files: int
     idle_seconds: float
@@ -49,6 +50,7 @@ QUICK = Sizes(
     hash_bytes=256 * MIB,
     latency_files=20,
     burst_files=2_000,
+    cpu_files=1_000,
     burst_wait_seconds=120.0,
     idle_files=5_000,
     idle_seconds=5.0,
@@ -64,6 +66,7 @@ DEFAULT = Sizes(
     hash_bytes=GIB,
     latency_files=200,
     burst_files=20_000,
+    cpu_files=3_000,
     burst_wait_seconds=420.0,
     idle_files=50_000,
     idle_seconds=60.0,
