@@ -34,6 +34,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "requests": ("flora/",),
     "requests_toolbelt": ("flora/",),
     "urllib3": ("flora/",),
+    "httptools": ("flora/wire.py",),
     "sqlite3": ("state/",),
     "psycopg": ("state/",),
     "watchdog": ("local/watcher.py",),

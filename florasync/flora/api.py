@@ -8,12 +8,13 @@ lifecycle live elsewhere.
 
 from __future__ import annotations
 
+import json as json_module
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -62,28 +63,26 @@ class FloraClient:
     ) -> None:
         transport.require_secure(base_url, "api.base_url")
         self.base_url = base_url.rstrip("/")
-        self._timeouts = timeouts
+        self._timeout = (timeouts.connect, timeouts.read)
         self._retrier = retrying.Retrier(
             policy or retrying.RetryPolicy(),
             gate or retrying.RateGate(),
             stop or threading.Event(),
             on_retry=on_retry,
         )
-        self._session = transport.new_session(transport.BearerAuth(api_key), self._retrier)
+        self._transport = transport.Transport(self._retrier)
         self._secret = api_key
         self._on_response = on_response
-        self._proxies = transport.Proxies()
 
     def __repr__(self) -> str:
         return f"FloraClient({self.base_url!r})"
 
     def set_api_key(self, api_key: Secret) -> None:
         """Use another key from the next request on (a rotated key, after SIGHUP)."""
-        self._secret = api_key
-        self._session.auth = transport.BearerAuth(api_key)
+        self._secret = api_key  # the Authorization header is written per request, from here
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     def __enter__(self) -> FloraClient:
         return self
@@ -252,17 +251,15 @@ class FloraClient:
     ) -> Mapping[str, Any]:
         started = time.monotonic()
         status: int | None = None
+        url = self.base_url + path + (f"?{urlencode(params)}" if params else "")
+        sent = {"Authorization": f"Bearer {self._secret.reveal()}", **headers}
+        body = None
+        if json is not None:
+            body = json_module.dumps(json, separators=(",", ":")).encode()
+            sent["Content-Type"] = "application/json"
         try:
-            url = self.base_url + path
-            response = self._session.request(
-                method,
-                url,
-                params=params,
-                json=json,
-                headers=headers,
-                timeout=(self._timeouts.connect, self._timeouts.read),
-                allow_redirects=False,
-                proxies=self._proxies.for_url(url),
+            response = self._transport.send(
+                method, url, headers=sent, body=body, timeout=self._timeout
             )
             status = response.status_code
             return _decode(response, method, route, self._secret)

@@ -1,9 +1,10 @@
-"""The HTTP plumbing both FLORA clients share: sessions, the gated adapter, proxies, timeouts.
+"""The HTTP plumbing both FLORA clients share: how a request is sent, proxies, timeouts.
 
-Owns how a ``requests.Session`` is built (the environment read once, no ~/.netrc, the rate gate
-checked as late as possible and closed on a 429 before the connection is reused), which URLs
-may receive data, and the header and exception texts every client needs. The API client
-(``api``) and the upload target (``upload``) build on it; only ``flora/`` imports requests.
+Owns ``Transport`` (requests' request and response objects over ``wire``'s keep-alive
+adapter, the environment read once, no ~/.netrc, the rate gate checked as late as possible and
+closed on a 429 before the connection is reused), which URLs may receive data, and the header
+and exception texts every client needs. The API client (``api``) and the upload target
+(``upload``) build on it; only ``flora/`` imports requests.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import email.utils
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from florasync import __version__, errors
-from florasync.flora import retrying, urls
-from florasync.flora.secret import Secret
+from florasync.flora import retrying, urls, wire
 
 USER_AGENT = f"florasync/{__version__}"
 
@@ -36,62 +38,52 @@ class Timeouts:
 DEFAULT_TIMEOUTS = Timeouts()
 
 
-class BearerAuth(requests.auth.AuthBase):
-    """Sets the Authorization header at send time (and keeps ~/.netrc from replacing it)."""
+class Transport:
+    """How a client sends: a ``wire.KeepAliveAdapter`` driven with requests' own request and
+    response objects, the rate gate checked at the last moment before a connection is taken,
+    and a 429 closing it before that connection can carry another worker's request (§4).
 
-    def __init__(self, key: Secret) -> None:
-        self._key = key
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
-        return request
-
-
-class NoAuth(requests.auth.AuthBase):
-    """Guarantees the upload target never receives an Authorization header (seed 004)."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers.pop("Authorization", None)
-        return request
-
-
-def new_session(auth: requests.auth.AuthBase, retrier: retrying.Retrier) -> requests.Session:
-    """A session that reads the environment once, not on every request, and obeys the gate.
-
-    With ``trust_env`` requests re-reads every environment variable per request to find
-    proxies (about 1 ms of CPU each, measured), and may take credentials from ~/.netrc.
-    Proxies (``Proxies``) and the CA bundle are read from the environment here instead.
+    Requests are prepared here, not by a ``requests.Session``: the session's per-request
+    merging of settings, cookies and hooks cost more CPU than the exchange itself (bench cpu),
+    and none of it applies (no cookies, no redirects, auth in a header).
     """
-    session = requests.Session()
-    session.trust_env = False
-    adapter = GatedAdapter(retrier)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.auth = auth
-    session.headers["User-Agent"] = USER_AGENT
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    return session
-
-
-class GatedAdapter(requests.adapters.HTTPAdapter):
-    """Checks the rate gate at the last moment before a request takes a connection, and closes
-    it on a 429 before that connection goes back to the pool: another worker's request, already
-    prepared, must not leave on it inside the announced window (CONTRACT §4)."""
 
     def __init__(self, retrier: retrying.Retrier) -> None:
-        super().__init__()
         self._retrier = retrier
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        self._adapter = wire.KeepAliveAdapter(
+            ca_bundle=bundle, before_send=retrier.wait_for_gate, on_answer=self._answered
+        )
+        self._proxies = Proxies()
 
     def send(
-        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: Any = None,
+        timeout: tuple[float, float],
     ) -> requests.Response:
-        self._retrier.wait_for_gate()
-        response = super().send(request, *args, **kwargs)
-        if response.status_code == 429:  # the body is read (and the connection freed) later
-            self._retrier.rate_limited(parse_retry_after(response.headers.get("Retry-After")))
-        return response
+        """One exchange; ``body`` is bytes or a file-like object with ``len`` and ``read``.
+
+        Raises:
+            requests.RequestException: the request could not be sent or answered.
+            errors.StoppedError: stop was set while waiting for the gate or mid-body.
+        """
+        request = requests.PreparedRequest()
+        request.method = method
+        request.url = url
+        request.headers = CaseInsensitiveDict({"User-Agent": USER_AGENT, **headers})
+        request.body = body
+        return self._adapter.send(request, timeout=timeout, proxies=self._proxies.for_url(url))
+
+    def close(self) -> None:
+        self._adapter.close()
+
+    def _answered(self, status: int, headers: Mapping[str, str]) -> None:
+        if status == 429:
+            self._retrier.rate_limited(parse_retry_after(headers.get("Retry-After")))
 
 
 class Proxies:

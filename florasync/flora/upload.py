@@ -8,12 +8,14 @@ and never sees the API key.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import requests
+from requests.structures import CaseInsensitiveDict
 from requests_toolbelt import MultipartEncoder
 
 from florasync import errors
@@ -34,19 +36,18 @@ class UploadTarget:
         policy: retrying.RetryPolicy | None = None,
         gate: retrying.RateGate | None = None,
     ) -> None:
-        self._timeouts = timeouts
+        self._timeout = (timeouts.connect, timeouts.upload_read)
         self._stop = stop or threading.Event()
         self._chunk_bytes = max(chunk_bytes, CHUNK_BYTES)
-        self._proxies = transport.Proxies()
         # only 429s are repeated here (they stored nothing, the fields stay valid); the gate is
         # the API client's, so a rate-limited host pauses the whole pool for its Retry-After
         self._retrier = retrying.Retrier(
             policy or retrying.RetryPolicy(), gate or retrying.RateGate(), self._stop
         )
-        self._session = transport.new_session(transport.NoAuth(), self._retrier)
+        self._transport = transport.Transport(self._retrier)  # its own: never the API key
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     def upload(
         self,
@@ -85,19 +86,14 @@ class UploadTarget:
         content_type: str,
         progress: Callable[[int], None] | None,
     ) -> Mapping[str, Any]:
-        parts: list[tuple[str, Any]] = list(instructions.fields.items())
-        parts.append((instructions.file_field, (file_name, stream, content_type)))  # file last
-        encoder = MultipartEncoder(fields=parts, boundary=uuid.uuid4().hex)
-        body = _ChunkedReader(encoder, self._chunk_bytes, self._stop, progress)
+        body, form = self._body(instructions, stream, file_name, content_type, progress)
         try:
-            response = self._session.request(
+            response = self._transport.send(
                 instructions.method,
                 instructions.url,
-                data=body,
-                headers={"Content-Type": encoder.content_type},
-                timeout=(self._timeouts.connect, self._timeouts.upload_read),
-                allow_redirects=False,
-                proxies=self._proxies.for_url(instructions.url),
+                headers={"Content-Type": form},
+                body=body,
+                timeout=self._timeout,
             )
         except requests.RequestException as exc:
             if self._stop.is_set():
@@ -108,6 +104,31 @@ class UploadTarget:
                 endpoint="upload",
             ) from None
         return _upload_result(response)
+
+    def _body(
+        self,
+        instructions: models.UploadInstructions,
+        stream: IO[bytes],
+        file_name: str,
+        content_type: str,
+        progress: Callable[[int], None] | None,
+    ) -> tuple[Any, str]:
+        """The multipart body and its content type: every signed field unchanged, the file
+        last; in memory up to one chunk, else streamed from the file in chunk-sized reads."""
+        size = os.fstat(stream.fileno()).st_size - stream.tell()
+        if size <= self._chunk_bytes:
+            fields = dict(instructions.fields)
+            files = {instructions.file_field: (file_name, stream.read(), content_type)}
+            body, form = _encode_in_memory(fields, files)
+            if progress is not None:
+                progress(len(body))
+            return body, form
+        parts: list[tuple[str, Any]] = list(instructions.fields.items())
+        parts.append((instructions.file_field, (file_name, stream, content_type)))
+        encoder = MultipartEncoder(fields=parts, boundary=uuid.uuid4().hex)
+        return _ChunkedReader(
+            encoder, self._chunk_bytes, self._stop, progress
+        ), encoder.content_type
 
 
 class _ChunkedReader:
@@ -133,6 +154,16 @@ class _ChunkedReader:
         if self._progress is not None and chunk:
             self._progress(len(chunk))
         return chunk
+
+
+def _encode_in_memory(fields: dict[str, str], files: dict[str, Any]) -> tuple[bytes, str]:
+    """requests' own multipart encoding of a body that fits in memory."""
+    request = requests.PreparedRequest()
+    request.headers = CaseInsensitiveDict()
+    request.prepare_body(data=fields, files=files)
+    body = request.body
+    assert isinstance(body, bytes)  # noqa: S101 -- prepare_body encodes files into bytes
+    return body, request.headers["Content-Type"]
 
 
 def _upload_result(response: requests.Response) -> Mapping[str, Any]:
