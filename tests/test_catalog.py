@@ -54,6 +54,7 @@ def journal_file(
     journal.record(replace(asset, state=AssetState.READY, asset_id=f"asset_{digest[:8]}"))
     if attached:
         journal.record(replace(link, state=LinkState.ATTACHED, node_id=f"node_{digest[:8]}"))
+    journal.flush()
     return digest
 
 

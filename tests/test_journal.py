@@ -75,8 +75,28 @@ def test_records_round_trip(j: Journal) -> None:
     j.begin(rec)
     assert j.asset(WS, "a" * 64) == rec
     link = LinkRecord(WS, "a" * 64, "prj_1", LinkState.ATTACHED, 1, "k2", "node_1", 0, None)
-    j.record(link)
+    j.record(link)  # does not wait: readers see it once flushed (what Transfer.run does)
+    j.flush()
     assert j.link(WS, "a" * 64, "prj_1") == link
+
+
+def test_a_result_recorded_without_waiting_is_committed_in_order(tmp_path: Path) -> None:
+    """record() returns before its commit, but a later flush, begin or close commits it, in
+    the order the records were given (the last one wins), and it survives a reopen."""
+    j = Journal.open(tmp_path / "state")
+    for n in range(200):
+        j.record(_asset(state=AssetState.RESERVED, asset_id="asset_1", attempts=n))
+    j.begin(LinkRecord(WS, "d" * 64, "prj_1", LinkState.ATTACHING, 0, "k", None, 0, None))
+    stored = j.asset(WS, "d" * 64)
+    assert stored is not None
+    assert stored.attempts == 199
+    j.record(_asset(state=AssetState.READY, asset_id="asset_1"))
+    j.close()
+    again = Journal.open(tmp_path / "state")
+    try:
+        assert again.asset(WS, "d" * 64) == _asset(state=AssetState.READY, asset_id="asset_1")
+    finally:
+        again.close()
 
 
 def test_ensure_keeps_existing_rows(j: Journal) -> None:

@@ -170,6 +170,12 @@ class Retrier:
             errors.StoppedError: the stop event was set.
         """
         started = self._clock()
+        try:  # most requests succeed at once: no retry machinery is built for them
+            return self._gated(fn)
+        except errors.ApiError as exc:
+            if not is_retryable(exc, idempotent=idempotent):
+                raise
+            first: list[BaseException] = [exc]
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda e: is_retryable(e, idempotent=idempotent)),
             wait=_Wait(self.policy, self._rng),
@@ -178,7 +184,13 @@ class Retrier:
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        result: T = retrying(self._gated, fn)
+
+        def attempt() -> T:
+            if first:  # tenacity's attempt 1 is the one that just failed
+                raise first.pop()
+            return self._gated(fn)
+
+        result: T = retrying(attempt)
         return result
 
     def wait_for_gate(self) -> None:

@@ -285,12 +285,21 @@ class Journal:
         return stored_asset, stored_link
 
     def begin(self, rec: AssetRecord | LinkRecord) -> None:
-        """Store a record whose next request depends on it (an idempotency key): durably."""
+        """Store a record whose next request depends on it (an idempotency key): durably,
+        before this returns (and with it every write queued before it)."""
         self._save(rec, durable=True)
 
     def record(self, rec: AssetRecord | LinkRecord) -> None:
-        """Store the outcome of a request."""
-        self._save(rec, durable=False)
+        """Store the outcome of a request without waiting: it commits with the writer's next
+        batch, after everything queued before it. A crash may lose it like a power loss may
+        lose any result (docs/design.md): the deterministic keys and the lookups recover it.
+        Read the journal after ``flush`` to see it."""
+        sql, row = _save_statement(rec)
+        self._writer.submit(lambda c: c.execute(sql, (*row, time.time())))
+
+    def flush(self) -> None:
+        """Wait until every write queued so far is committed (read-your-writes)."""
+        self._apply(lambda _conn: None)
 
     def claim_asset_id(self, rec: AssetRecord, asset_id: str) -> bool:
         """Whether ``asset_id`` is not already held by another content (lookup after a 409)."""
@@ -302,10 +311,7 @@ class Journal:
         return row is None or row[0] == rec.digest
 
     def _save(self, rec: AssetRecord | LinkRecord, *, durable: bool) -> None:
-        if isinstance(rec, AssetRecord):
-            sql, row = _UPSERT_ASSET, _asset_row(rec)
-        else:
-            sql, row = _UPSERT_LINK, _link_row(rec)
+        sql, row = _save_statement(rec)
         self._apply(lambda c: c.execute(sql, (*row, time.time())), durable=durable)
 
     # -- status and retry ---------------------------------------------------------------------
@@ -514,14 +520,14 @@ class Journal:
 
 
 class _Op(Generic[T]):
-    """One write waiting for the writer thread."""
+    """One write for the writer thread; ``done`` is None when nobody waits for it."""
 
     __slots__ = ("done", "durable", "error", "fn", "result")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], T], durable: bool) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], T], durable: bool, waited: bool) -> None:
         self.fn = fn
         self.durable = durable
-        self.done = threading.Event()
+        self.done = threading.Event() if waited else None
         self.result: T | None = None
         self.error: BaseException | None = None
 
@@ -544,13 +550,19 @@ class _Writer:
         self._lock = threading.Lock()
 
     def apply(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
-        op: _Op[T] = _Op(fn, durable)
+        op: _Op[T] = _Op(fn, durable, waited=True)
         self._start()
         self._queue.put(op)
+        assert op.done is not None  # noqa: S101 -- a waited op has its event
         op.done.wait()
         if op.error is not None:
             raise op.error
         return op.result  # type: ignore[return-value]
+
+    def submit(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue a write and go on: it commits with a later batch, in queue order."""
+        self._start()
+        self._queue.put(_Op(fn, False, waited=False))
 
     def close(self) -> None:
         with self._lock:
@@ -606,7 +618,10 @@ class _Writer:
             for op in batch:
                 op.error = op.error or errors.JournalError(f"journal write failed: {exc}")
         for op in batch:
-            op.done.set()
+            if op.done is not None:
+                op.done.set()
+            elif op.error is not None:  # nobody waits to hear it: say it here
+                log.error("journal write failed: %s", op.error)
         return durable
 
 
@@ -650,6 +665,12 @@ _UPSERT_ASSET = (
 _INSERT_ASSET = _UPSERT_ASSET.replace("OR REPLACE", "OR IGNORE")
 _UPSERT_LINK = f"INSERT OR REPLACE INTO links ({_LINK_COLS}, updated_at) VALUES ({_LINK_MARKS}, ?)"
 _INSERT_LINK = _UPSERT_LINK.replace("OR REPLACE", "OR IGNORE")
+
+
+def _save_statement(rec: AssetRecord | LinkRecord) -> tuple[str, tuple[Any, ...]]:
+    if isinstance(rec, AssetRecord):
+        return _UPSERT_ASSET, _asset_row(rec)
+    return _UPSERT_LINK, _link_row(rec)
 
 
 def _file_row(entry: FileEntry, now: float) -> tuple[Any, ...]:

@@ -98,7 +98,15 @@ class Transfer:
         self._on_bytes = on_bytes
 
     def run(self, job: Job) -> Result:
-        """Bring ``job`` to attached, or as far as possible; the journal holds where it stopped."""
+        """Bring ``job`` to attached, or as far as possible; the journal holds where it stopped
+        (committed by the time this returns or raises: results are recorded without waiting,
+        one flush at the end covers them all)."""
+        try:
+            return self._run(job)
+        finally:
+            self._journal.flush()
+
+    def _run(self, job: Job) -> Result:
         entry = FileEntry(job.path, job.folder, job.project_id, job.stat, job.digest)
         asset, link = self._journal.ensure(self._new_asset(job), self._new_link(job), entry)
         if link.state == LinkState.ATTACHED:
@@ -134,6 +142,7 @@ class Transfer:
         try:
             return self._perform(step, rec, job)
         except errors.TransientError as exc:
+            self._journal.flush()  # the step may have recorded progress before it failed
             current = self._journal.asset(rec.workspace_id, rec.digest) or rec
             bounded = isinstance(exc, errors.MalformedResponseError)
             failure = lifecycle.transient_error(
@@ -183,6 +192,7 @@ class Transfer:
     def _recover_reservation(self, rec: AssetRecord) -> AssetRecord:
         """After 409 ``idempotency_duplicate``: find the asset the lost answer described (Q2)."""
         since = (rec.reserved_at or 0.0) - 600.0  # generous for clock skew
+        self._journal.flush()  # claims of other contents must be visible before we claim
         for asset in self._client.list_assets(workspace_id=self.workspace_id, query=rec.file_name):
             if (
                 asset.name == rec.file_name
@@ -291,6 +301,7 @@ class Transfer:
                 else:
                     link = self._attach(link, asset)
             except errors.TransientError as exc:
+                self._journal.flush()
                 current = self._journal.link(link.workspace_id, link.digest, link.project_id)
                 failure = lifecycle.link_transient(
                     current or link,
