@@ -11,7 +11,6 @@ certificate, a method other than GET and POST) go to requests' own ``HTTPAdapter
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import select
 import socket
@@ -41,7 +40,8 @@ class _Origin:
     @property
     def host_header(self) -> str:
         default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal (RFC 3986 §3.2.2)
+        return host if self.port == default else f"{host}:{self.port}"
 
 
 @dataclass
@@ -69,12 +69,26 @@ class _Answer:
         self.status = self.parser.get_status_code()
 
     def on_message_complete(self) -> None:
+        if 100 <= self.status < 200 and self.status != 101:
+            # an interim answer (100 Continue): the final one follows (RFC 9110 §15.2)
+            self.status, self.reason, self.headers, self.body = 0, b"", [], []
+            return
         self.complete = True
         self.keep_alive = self.parser.should_keep_alive()
 
     def ended(self) -> bool:
         """The whole answer has arrived (the parser's callbacks set it while it reads)."""
         return self.complete
+
+    def ends_at_close(self) -> bool:
+        """The headers came without a length or chunked framing, so the body is everything up
+        to the close (RFC 9112 §6.3 item 8); httptools has no call to tell llhttp of the end."""
+        if not self.status:
+            return False  # the headers are not complete
+        names = {name.lower(): value.lower() for name, value in self.headers}
+        return b"content-length" not in names and b"chunked" not in names.get(
+            b"transfer-encoding", b""
+        )
 
 
 class KeepAliveAdapter(requests.adapters.BaseAdapter):
@@ -144,6 +158,10 @@ class KeepAliveAdapter(requests.adapters.BaseAdapter):
         proxies: Mapping[str, str] | None,
     ) -> requests.Response:
         """requests' own adapter (through a proxy, say), with the same hooks around it."""
+        if request.body is not None and "Content-Length" not in request.headers:
+            # without it urllib3 sends the body chunked, which proxies and upload targets refuse
+            request = request.copy()
+            request.headers["Content-Length"] = str(_length(request.body))
         if self._before_send is not None:
             self._before_send()
         response = self._fallback.send(request, stream, timeout, verify, cert, proxies)
@@ -297,9 +315,7 @@ def _receive(sock: socket.socket, timeout: float | None) -> tuple[_Answer, bool]
         except OSError as exc:
             raise requests.exceptions.ConnectionError(str(exc)) from exc
         if not data:
-            with contextlib.suppress(httptools.HttpParserError):
-                parser.feed_data(b"")  # a body delimited by the close ends here
-            if answer.ended():
+            if answer.ended() or answer.ends_at_close():
                 return answer, False
             raise requests.exceptions.ConnectionError("connection closed before the answer ended")
         try:

@@ -267,22 +267,27 @@ class Journal:
     def ensure(
         self, asset: AssetRecord, link: LinkRecord, file: FileEntry | None = None
     ) -> tuple[AssetRecord, LinkRecord]:
-        """Insert the asset and link rows if absent (and store ``file``, the path the content
-        was found at) in one transaction; return what is stored."""
+        """The stored asset and link rows, or ``asset`` and ``link`` as they will be stored.
+
+        What is missing is inserted (and ``file``, the path the content was found at, stored)
+        without waiting: one process owns the journal and one worker a content at a time, so
+        nobody else writes these rows meanwhile; INSERT OR IGNORE keeps a row that exists.
+        """
+        self.flush()  # this thread's earlier writes must be visible to the reads
+        stored_asset = self.asset(asset.workspace_id, asset.digest)
+        stored_link = self.link(link.workspace_id, link.digest, link.project_id)
         now = time.time()
 
         def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(_INSERT_ASSET, (*_asset_row(asset), now))
-            conn.execute(_INSERT_LINK, (*_link_row(link), now))
+            if stored_asset is None:
+                conn.execute(_INSERT_ASSET, (*_asset_row(asset), now))
+            if stored_link is None:
+                conn.execute(_INSERT_LINK, (*_link_row(link), now))
             if file is not None:
                 conn.execute(_UPSERT_FILE, _file_row(file, now))
 
-        self._apply(insert)
-        stored_asset = self.asset(asset.workspace_id, asset.digest)
-        stored_link = self.link(link.workspace_id, link.digest, link.project_id)
-        if stored_asset is None or stored_link is None:
-            raise errors.JournalError("the journal lost a row it just wrote")
-        return stored_asset, stored_link
+        self._submit(insert)
+        return stored_asset or asset, stored_link or link
 
     def begin(self, rec: AssetRecord | LinkRecord) -> None:
         """Store a record whose next request depends on it (an idempotency key): durably,
@@ -295,11 +300,17 @@ class Journal:
         lose any result (docs/design.md): the deterministic keys and the lookups recover it.
         Read the journal after ``flush`` to see it."""
         sql, row = _save_statement(rec)
-        self._writer.submit(lambda c: c.execute(sql, (*row, time.time())))
+        self._submit(lambda c: c.execute(sql, (*row, time.time())))
 
     def flush(self) -> None:
-        """Wait until every write queued so far is committed (read-your-writes)."""
-        self._apply(lambda _conn: None)
+        """Wait until every write this thread queued is committed (read-your-writes); free
+        when there is none."""
+        if getattr(self._local, "pending", 0):
+            self._apply(lambda _conn: None)
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        self._local.pending = getattr(self._local, "pending", 0) + 1
+        self._writer.submit(fn)
 
     def claim_asset_id(self, rec: AssetRecord, asset_id: str) -> bool:
         """Whether ``asset_id`` is not already held by another content (lookup after a 409)."""
@@ -493,9 +504,12 @@ class Journal:
     def _apply(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
         """Run ``fn`` in a write transaction on the writer thread; return what it returns.
 
-        ``durable``: the commit is synced (synchronous=FULL) before this returns.
+        ``durable``: the commit is synced (synchronous=FULL) before this returns. The writes
+        this thread queued before are committed with it (the writer keeps queue order).
         """
-        return self._writer.apply(fn, durable=durable)
+        result = self._writer.apply(fn, durable=durable)
+        self._local.pending = 0
+        return result
 
     def _migrate(self) -> None:
         self._conn().execute("PRAGMA journal_mode = WAL")
