@@ -391,3 +391,31 @@ def test_faults_fixture_is_clean(sandbox: Sandbox) -> None:
     """Every test starts from a sandbox without faults (the fixture is per test)."""
     assert sandbox.faults.to_dict()["error_rate"] == Faults().error_rate == 0.0
     assert SHORT_TIMEOUT > 0
+
+
+def test_small_upload_bodies_are_encoded_as_urllib3_would(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A body built in memory is byte for byte urllib3's multipart encoding (names with
+    quotes, line breaks and accents escaped the HTML5 way), and the target stores the file."""
+    import urllib3
+
+    from florasync.flora.upload import _encode_in_memory
+
+    fields = {"publicKey": "pk", "signature": "s", "token": "t", "fileName": 'ca"fé\nx.png'}
+    files = {"file": ('ca"fé\nx.png', b"\x89PNG" + bytes(range(256)), "image/png")}
+    body, content_type = _encode_in_memory(fields, files)
+    boundary = content_type.split("boundary=")[1]
+    expected, _ = urllib3.encode_multipart_formdata(
+        [*fields.items(), ("file", files["file"])], boundary=boundary
+    )
+    assert body == expected
+    f = tmp_path / "café.png"
+    write_file(f, 3000)
+    target = upload.UploadTarget()
+    try:
+        with _client(sandbox) as c:
+            asset_id = _upload_one(c, target, sandbox, f, "fs1-cafe")
+    finally:
+        target.close()
+    stored = sandbox.blob_path(asset_id)
+    assert stored is not None
+    assert stored.read_bytes() == f.read_bytes()

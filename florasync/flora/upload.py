@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import requests
-from requests.structures import CaseInsensitiveDict
 from requests_toolbelt import MultipartEncoder
 
 from florasync import errors
@@ -157,13 +156,32 @@ class _ChunkedReader:
 
 
 def _encode_in_memory(fields: dict[str, str], files: dict[str, Any]) -> tuple[bytes, str]:
-    """requests' own multipart encoding of a body that fits in memory."""
-    request = requests.PreparedRequest()
-    request.headers = CaseInsensitiveDict()
-    request.prepare_body(data=fields, files=files)
-    body = request.body
-    assert isinstance(body, bytes)  # noqa: S101 -- prepare_body encodes files into bytes
-    return body, request.headers["Content-Type"]
+    """multipart/form-data (RFC 7578) of a body that fits in memory: the signed fields in
+    their order, then the file. Field names and values are the API's (ASCII); the file name
+    is escaped as browsers and urllib3 do, so the target reads the name it would from them."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"\r\n\r\n'
+            f"{value}\r\n".encode()
+        )
+    ((field, (file_name, data, content_type)),) = files.items()
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(field)}"; '
+        f'filename="{_quoted(file_name)}"\r\nContent-Type: {content_type}\r\n\r\n'.encode()
+    )
+    parts.append(data)
+    parts.append(f"\r\n--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+_HTML5_ESCAPES = str.maketrans({'"': "%22", "\r": "%0D", "\n": "%0A"})
+
+
+def _quoted(text: str) -> str:
+    """A name inside a quoted header parameter, escaped as HTML5 forms (and urllib3) do."""
+    return text.translate(_HTML5_ESCAPES)
 
 
 def _upload_result(response: requests.Response) -> Mapping[str, Any]:

@@ -14,7 +14,7 @@ import errno
 import io
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from florasync import errors
@@ -27,6 +27,7 @@ SYMLINK_LOOP = "symlink_loop"
 EXCLUDED = "excluded"
 NOT_REGULAR = "not_regular"
 POLICY_CODES = frozenset({SYMLINK_ESCAPE, SYMLINK_LOOP, EXCLUDED})
+_MAX_KNOWN_DIRS = 10_000  # directories remembered as inside the folder (then forgotten at once)
 
 
 class Refusal(NamedTuple):
@@ -47,6 +48,7 @@ class Gate:
     root: str
     rules: rules.FolderRules
     recursive: bool = True
+    _inside: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
 
     def admit(self, path: str) -> FileStat | Refusal | None:
         """The stat of the file ``path`` names when it may be synced, a ``Refusal``, or None
@@ -85,22 +87,40 @@ class Gate:
         """lstat; resolve where the file really is; refuse what lies outside or is not a file.
 
         Raises:
-            OSError: from ``lstat``/``realpath`` (the caller maps it).
+            OSError: from ``lstat``/``stat``/``realpath`` (the caller maps it).
         """
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
             real = os.path.realpath(path, strict=True)
-        else:  # a directory on the way may be a symlink: where does the file really live?
-            real = os.path.join(os.path.realpath(os.path.dirname(path), strict=True), "x")  # noqa: PTH118,PTH120
-        root_real = os.path.realpath(self.root)
-        if rules.escapes(root_real, real):
-            target = real if stat.S_ISLNK(st.st_mode) else os.path.dirname(real)  # noqa: PTH120
-            return Refusal(SYMLINK_ESCAPE, f"symlink leads outside the folder, to {target}")
-        if stat.S_ISLNK(st.st_mode):
+            if rules.escapes(os.path.realpath(self.root), real):
+                return Refusal(SYMLINK_ESCAPE, f"symlink leads outside the folder, to {real}")
             st = os.stat(real)  # noqa: PTH116 -- str paths: this runs for every file offered
+        else:  # a directory on the way may be a symlink: where does the file really live?
+            outside = self._outside(os.path.dirname(path))  # noqa: PTH120
+            if outside is not None:
+                return Refusal(SYMLINK_ESCAPE, f"symlink leads outside the folder, to {outside}")
         if not stat.S_ISREG(st.st_mode):
             return Refusal(NOT_REGULAR, "not a regular file")
         return FileStat.from_stat(st)
+
+    def _outside(self, directory: str) -> str | None:
+        """Where ``directory`` really is when that is outside the folder, else None.
+
+        A directory already found inside is known by its (device, inode): one ``stat`` instead
+        of resolving every component again. A symlink swapped in on the way leads to another
+        directory, so another inode, and is resolved afresh.
+        """
+        st = os.stat(directory)  # noqa: PTH116
+        key = (st.st_dev, st.st_ino)
+        if self._inside.get(directory) == key:
+            return None
+        real = os.path.realpath(directory, strict=True)
+        if rules.escapes(os.path.realpath(self.root), real):
+            return real
+        if len(self._inside) >= _MAX_KNOWN_DIRS:
+            self._inside.clear()
+        self._inside[directory] = key
+        return None
 
 
 def open_admitted(path: str, admitted: FileStat) -> io.FileIO:
