@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 import requests
@@ -36,6 +36,16 @@ TIMEOUT = (SHORT_TIMEOUT, SHORT_TIMEOUT)
 LARGE_BYTES = 20 << 20
 CHUNKED_PIECES = (b'{"pieces": ', b'["one", ', b'"two", "three", "four", "five", "six"', b"]}")
 PIECE_PAUSE_SECONDS = 0.05  # the server's pacing between chunks, so they arrive apart
+TYPED_BODY = '{"name": "café"}'.encode()
+CONTENT_TYPES = (
+    "application/json",
+    "application/json; charset=latin-1",
+    "text/plain",
+    "text/html; charset=UTF-8",
+    'text/plain; charset="koi8-r"',
+    "application/octet-stream",
+    None,
+)
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade"}
 
 
@@ -198,6 +208,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _answer_close(self) -> None:
         self._json({"path": self.path}, close=True)
+
+    def _answer_typed(self) -> None:
+        kind = dict(parse_qsl(urlsplit(self.path).query)).get("type")
+        self.send_response(200)
+        if kind is not None:
+            self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(TYPED_BODY)))
+        self.end_headers()
+        self.wfile.write(TYPED_BODY)
 
     def _answer_host(self) -> None:
         self._json({"host": self.headers["Host"]})
@@ -461,6 +480,21 @@ def test_answers_are_ordinary_responses(sandbox: Sandbox) -> None:
         assert created.status_code == 201
     assert sandbox.project_names()[created.json()["project_id"]] == "Via session"
     assert len(set(_connections(sandbox))) == 1
+
+
+def test_encoding_and_text_are_what_requests_would_give(
+    server: _LocalServer, adapter: wire.KeepAliveAdapter
+) -> None:
+    """For each Content-Type (or none), encoding and text equal those HTTPAdapter would give."""
+    for kind in CONTENT_TYPES:
+        query = "" if kind is None else "?" + urlencode({"type": kind})
+        response = adapter.send(_prepared("GET", server.url("/typed" + query)), timeout=TIMEOUT)
+        reference = requests.Response()
+        reference.headers = CaseInsensitiveDict({} if kind is None else {"Content-Type": kind})
+        reference._content = TYPED_BODY
+        reference.encoding = requests.utils.get_encoding_from_headers(reference.headers)
+        assert (response.encoding, response.text) == (reference.encoding, reference.text), kind
+        assert response.headers.get("content-type") == kind
 
 
 def test_bytes_body_creates_a_project(sandbox: Sandbox, adapter: wire.KeepAliveAdapter) -> None:
