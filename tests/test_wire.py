@@ -8,8 +8,10 @@ import hashlib
 import http.client
 import http.server
 import json
+import os
 import pickle
 import random
+import resource
 import shutil
 import socket
 import ssl
@@ -180,6 +182,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
     def do_POST(self) -> None:
+        if self.path == "/refuse-early":  # answers before reading the body, then hangs up
+            self._raw(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\n\r\nrefused", close=True)
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if self.path == "/continue":  # unasked for (no Expect header), as some servers do
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             time.sleep(PIECE_PAUSE_SECONDS)  # pacing: the final answer comes in a later segment
@@ -259,6 +265,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _answer_short(self) -> None:
         self._raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10, close=True)
+
+    def _answer_repeated(self) -> None:
+        self._raw(
+            b"HTTP/1.1 200 OK\r\nX-Seen: a\r\nx-seen: b\r\nContent-Length: 2\r\n\r\n{}",
+            close=False,
+        )
 
     def _answer_garbage(self) -> None:
         self._raw(b"SSH-2.0-OpenSSH_9.6\r\nProtocol mismatch.\r\n", close=True)
@@ -972,3 +984,44 @@ def _exchange(
     assert made.status_code == 201
     assert made.json()["name"] == name
     created[made.json()["project_id"]] = name
+
+
+def test_repeated_headers_are_joined_as_requests_joins_them(
+    server: _LocalServer, adapter: wire.KeepAliveAdapter
+) -> None:
+    """A header sent twice reads as both values joined by ", " (requests' own rule)."""
+    response = adapter.send(_prepared("GET", server.url("/repeated")), timeout=TIMEOUT)
+    assert response.headers["X-Seen"] == "a, b"
+
+
+def test_an_answer_before_the_whole_body_is_read_not_a_send_error(
+    server: _LocalServer, adapter: wire.KeepAliveAdapter
+) -> None:
+    """A server that refuses an upload before reading its body and hangs up: the client gets
+    the server's answer (403), not a broken pipe, and the next request gets a new connection."""
+    body = b"x" * (32 << 20)  # far more than the socket buffers hold
+    response = adapter.send(
+        _prepared("POST", server.url("/refuse-early"), body=body), timeout=TIMEOUT
+    )
+    assert (response.status_code, response.content) == (403, b"refused")
+    assert _get_json(adapter, server.url("/json"))["path"] == "/json"
+
+
+def test_idle_connections_are_checked_above_descriptor_1024(
+    server: _LocalServer, adapter: wire.KeepAliveAdapter
+) -> None:
+    """With more than 1024 descriptors open (select() would fail there), an idle connection is
+    still checked and reused."""
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert _get_json(adapter, server.url("/json"))["answer"] == 1
+        assert _get_json(adapter, server.url("/json"))["answer"] == 2
+        assert server.connections == 1
+    finally:
+        for fd in spare:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

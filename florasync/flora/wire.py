@@ -133,14 +133,13 @@ class KeepAliveAdapter(requests.adapters.BaseAdapter):
             self._before_send()
         sock = self._connection(origin, connect)
         try:
-            _send(sock, head, request.body, read)
-            answer, keep = _receive(sock, read)
+            answer, keep = _exchange(sock, head, request.body, read)
+            response = _response(request, answer)
+            if self._on_answer is not None:
+                self._on_answer(response.status_code, response.headers)
         except BaseException:
             sock.close()
             raise
-        response = _response(request, answer)
-        if self._on_answer is not None:
-            self._on_answer(response.status_code, response.headers)
         if keep:
             self._release(origin, sock)
         else:
@@ -262,12 +261,14 @@ def _length(body: Any) -> int:
 
 
 def _is_usable(sock: socket.socket) -> bool:
-    """An idle keep-alive connection is readable only when the server closed it (or broke it)."""
+    """An idle keep-alive connection is readable only when the server closed it (or broke it).
+    ``poll``, not ``select``: a daemon may hold file descriptors above 1024."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
+        return not poller.poll(0)
+    except OSError:
         return False
-    return not readable
 
 
 def _send(sock: socket.socket, head: bytes, body: Any, timeout: float | None) -> None:
@@ -285,6 +286,22 @@ def _send(sock: socket.socket, head: bytes, body: Any, timeout: float | None) ->
         raise requests.exceptions.ConnectionError(f"timed out sending: {exc}") from exc
     except OSError as exc:
         raise requests.exceptions.ConnectionError(str(exc)) from exc
+
+
+def _exchange(
+    sock: socket.socket, head: bytes, body: Any, timeout: float | None
+) -> tuple[_Answer, bool]:
+    """Send, then read the answer. A server may answer early and close while the body is
+    still going out (a refused upload): its answer is read rather than the send's error."""
+    try:
+        _send(sock, head, body, timeout)
+    except requests.exceptions.ConnectionError as exc:
+        try:
+            answer, _ = _receive(sock, timeout)
+        except requests.RequestException:
+            raise exc from None
+        return answer, False
+    return _receive(sock, timeout)
 
 
 def _chunks(body: Any) -> Iterator[bytes]:
@@ -335,18 +352,42 @@ def _response(request: requests.PreparedRequest, answer: _Answer) -> requests.Re
     response._content = b"".join(answer.body)  # the body is read already
     vars(response).update(_content_consumed=True, _next=None)  # untyped in the stubs
     response.status_code = answer.status
-    response.headers = CaseInsensitiveDict(
-        {name.decode("latin-1"): value.decode("latin-1") for name, value in answer.headers}
-    )
+    response.headers = _headers(answer.headers)
     response.raw = None
     response.url = request.url or ""
-    response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+    response.encoding = _encoding(response.headers.get("Content-Type"))
     response.history = []
     response.reason = answer.reason.decode("latin-1")
     response.cookies = _NO_COOKIES
     response.elapsed = _NO_TIME
     response.request = request
     return response
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> CaseInsensitiveDict[str]:
+    """requests' header mapping, filled in one step (its per-item ``__setitem__`` is slow);
+    a repeated header is joined with ", " as requests does."""
+    store: dict[str, tuple[str, str]] = {}
+    for name, value in raw:
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        lower = key.lower()
+        if lower in store:
+            text = f"{store[lower][1]}, {text}"
+        store[lower] = (key, text)
+    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+    vars(headers)["_store"].update(store)  # its layout: lower-case key -> (key, value)
+    return headers
+
+
+def _encoding(content_type: str | None) -> str | None:
+    """What ``requests.utils.get_encoding_from_headers`` says, for the common answers cheaply."""
+    if not content_type:
+        return None
+    if "charset=" not in content_type:
+        if content_type.startswith("application/json"):
+            return "utf-8"
+        return "ISO-8859-1" if content_type.startswith("text/") else None
+    return requests.utils.get_encoding_from_headers({"content-type": content_type})
 
 
 _NO_COOKIES = requests.cookies.RequestsCookieJar()  # shared and never written: no cookies here
