@@ -14,13 +14,26 @@ import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from bench import bulk, burst, cpu, hashing, idle, large, latency, memory, report, rescan
+from bench import (
+    bulk,
+    burst,
+    cpu,
+    hashing,
+    idle,
+    large,
+    latency,
+    memory,
+    report,
+    rescan,
+    scale,
+)
 from bench.report import Result
 from bench.session import DEFAULT, FULL, QUICK, Scope, Session
 
 BENCHMARKS: dict[str, Callable[[Scope], Result]] = {
     "cpu": cpu.run,
     "bulk": bulk.run,
+    "scale": scale.run,
     "rescan": rescan.run,
     "large": large.run,
     "hash": hashing.run,

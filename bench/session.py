@@ -34,6 +34,7 @@ class Sizes:
     latency_files: int
     burst_files: int
     cpu_files: int
+    scale_files: int
     burst_wait_seconds: float
     idle_files: int
     idle_seconds: float
@@ -51,6 +52,7 @@ QUICK = Sizes(
     latency_files=20,
     burst_files=2_000,
     cpu_files=1_000,
+    scale_files=320,
     burst_wait_seconds=120.0,
     idle_files=5_000,
     idle_seconds=5.0,
@@ -67,6 +69,7 @@ DEFAULT = Sizes(
     latency_files=200,
     burst_files=20_000,
     cpu_files=3_000,
+    scale_files=1_280,
     burst_wait_seconds=420.0,
     idle_files=50_000,
     idle_seconds=60.0,
