@@ -10,6 +10,7 @@ and exception texts every client needs. The API client (``api``) and the upload 
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import threading
 import time
@@ -22,6 +23,8 @@ from requests.structures import CaseInsensitiveDict
 
 from florasync import __version__, errors
 from florasync.flora import retrying, urls, wire
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = f"florasync/{__version__}"
 
@@ -76,7 +79,13 @@ class Transport:
         request.url = url
         request.headers = CaseInsensitiveDict({"User-Agent": USER_AGENT, **headers})
         request.body = body
-        return self._adapter.send(request, timeout=timeout, proxies=self._proxies.for_url(url))
+        if not log.isEnabledFor(logging.DEBUG):
+            return self._adapter.send(request, timeout=timeout, proxies=self._proxies.for_url(url))
+        started = time.monotonic()
+        response = self._adapter.send(request, timeout=timeout, proxies=self._proxies.for_url(url))
+        seconds = time.monotonic() - started
+        log.debug("%s %s -> %d in %.1f ms", method, url, response.status_code, 1000 * seconds)
+        return response
 
     def close(self) -> None:
         self._adapter.close()
