@@ -1,8 +1,9 @@
 """What a command needs from its config: the loaded config, the key, and a ready API client.
 
 Owns the wiring between ``config`` and ``api`` (timeouts, the shared rate gate, the stop event),
-so every command builds its client the same way. Imports ``api`` lazily: commands that never
-touch the network (``status``, a no-op rescan) do not pay for importing requests.
+so every command builds its client the same way. Imports ``api`` and ``retrying`` lazily:
+commands that never touch the network (``status``, a no-op rescan) do not pay for importing
+requests or tenacity.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import TYPE_CHECKING
 
 from florasync import logs
 from florasync.config import config, credentials
-from florasync.flora import retrying
 from florasync.flora.secret import Secret
 
 if TYPE_CHECKING:
-    from florasync.flora import api, transport
+    from florasync.flora import api, retrying, transport
 
 
 @dataclass
@@ -31,7 +31,21 @@ class Runtime:
     path: Path
     env: Mapping[str, str]
     stop: threading.Event = field(default_factory=threading.Event)
-    gate: retrying.RateGate = field(default_factory=retrying.RateGate)
+    _gate: retrying.RateGate | None = field(default=None, init=False, repr=False)
+    _gate_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def gate(self) -> retrying.RateGate:
+        """The one rate gate of every client of this runtime, built on first use.
+
+        Lazy because ``retrying`` imports tenacity (~7-10 ms of a no-op rescan's start-up).
+        """
+        with self._gate_lock:
+            if self._gate is None:
+                from florasync.flora import retrying
+
+                self._gate = retrying.RateGate()
+            return self._gate
 
     def api_key(self) -> Secret:
         """The API key (raises ConfigError naming where it was expected).
@@ -67,6 +81,8 @@ class Runtime:
         )
 
     def retry_policy(self) -> retrying.RetryPolicy:
+        from florasync.flora import retrying
+
         r = self.cfg.retry
         return retrying.RetryPolicy(
             max_attempts=r.max_attempts,

@@ -23,6 +23,7 @@ class Verdict(NamedTuple):
 
 
 UNKNOWN = Verdict(digest=None, unchanged=False)
+_ATTACHED = LinkState.ATTACHED
 
 
 class Catalog:
@@ -41,10 +42,9 @@ class Catalog:
         """The verdict for ``path`` with ``stat``, mapped to ``project_id``."""
         cached = self._lookup(path)
         if cached is not None and cached.stat == stat and cached.digest and not cached.has_problem:
-            here = cached.project_id == project_id
-            return Verdict(
-                cached.digest, unchanged=here and cached.link_state == LinkState.ATTACHED
-            )
+            # positional, the state bound once: asked per file, ~0.3 µs of ~2 saved (issue 12)
+            unchanged = cached.project_id == project_id and cached.link_state == _ATTACHED
+            return Verdict(cached.digest, unchanged)
         if cached is None or cached.stat is None or cached.stat.ino != stat.ino:
             renamed = self._journal.by_inode(self._workspace_id, stat)  # moved here from elsewhere?
             if renamed is not None and renamed.digest and _same_version(renamed.stat, stat):

@@ -57,9 +57,10 @@ def sweep_folder(
     candidates = scanner.scan(
         folder.path, rules=rules, recursive=folder.recursive, on_problem=on_problem, stop=stop
     )
+    acts = after_upload.wants_action(folder)  # once per sweep, not once per file
     try:
         for cand in candidates:
-            if not _take(cand, folder, catalog, pipeline, count):
+            if not _take(cand, folder, catalog, pipeline, count, acts_after_upload=acts):
                 return count  # closing: leave the rest for the next start
     except StoppedError:
         return count  # stopped (a signal, a refused key): whoever stopped us says why
@@ -77,12 +78,17 @@ def _take(
     catalog: Catalog,
     pipeline: Pipeline,
     count: SweepCount,
+    *,
+    acts_after_upload: bool,
 ) -> bool:
-    """Count or queue one candidate; False when the pipeline no longer takes work."""
+    """Count or queue one candidate; False when the pipeline no longer takes work.
+
+    An unchanged file is queued anyway when the folder acts after upload (delete or move).
+    """
     count.files += 1
     path = cand.abspath
     verdict = catalog.classify(path, cand.stat, folder.project_id)
-    if verdict.unchanged and not after_upload.wants_action(folder):
+    if verdict.unchanged and not acts_after_upload:
         count.unchanged += 1
         pipeline.note(Outcome.UNCHANGED, cand.stat.size)
         return True
