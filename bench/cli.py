@@ -18,6 +18,7 @@ from bench import (
     bulk,
     burst,
     cpu,
+    fresh,
     hashing,
     idle,
     large,
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[Scope], Result]] = {
     "hash": hashing.run,
     "latency": latency.run,
     "burst": burst.run,
+    "fresh": fresh.run,
     "idle": idle.run,
     "memory": memory.run,
 }

@@ -33,6 +33,8 @@ class Sizes:
     hash_bytes: int
     latency_files: int
     burst_files: int
+    fresh_backlog: int
+    fresh_files: int
     cpu_files: int
     scale_files: int
     burst_wait_seconds: float
@@ -51,6 +53,8 @@ QUICK = Sizes(
     hash_bytes=256 * MIB,
     latency_files=20,
     burst_files=2_000,
+    fresh_backlog=2_000,
+    fresh_files=10,
     cpu_files=1_000,
     scale_files=320,
     burst_wait_seconds=120.0,
@@ -68,6 +72,8 @@ DEFAULT = Sizes(
     hash_bytes=GIB,
     latency_files=200,
     burst_files=20_000,
+    fresh_backlog=20_000,
+    fresh_files=50,
     cpu_files=3_000,
     scale_files=1_280,
     burst_wait_seconds=420.0,

@@ -38,8 +38,14 @@ def florasync_argv(*args: str) -> list[str]:
 
 
 def cli_env(sandbox: SandboxProcess, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without florasync's variables, plus the sandbox's key."""
+    """This environment without florasync's variables, plus the sandbox's key.
+
+    Without PYTHONDONTWRITEBYTECODE too: an installed florasync runs from compiled bytecode
+    (pip compiles it at install), and a shell that forbids writing it would have every start
+    compile ~50 modules from source (~65 ms of a rescan on this VM), which no user pays.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(_ISOLATED)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return {**env, API_KEY_ENV: sandbox.api_key, **(extra or {})}
 
 

@@ -308,3 +308,52 @@ def test_watch_limit_falls_back_to_polling(env: SyncEnv, tmp_path: Path) -> None
     events = {e["kind"]: e["message"] for e in env.status()["events"]}
     limit = events.get("watch_limit") or events.get("watch_failed", "")
     assert "fs.inotify.max_user_watches" in limit, events
+
+
+BACKLOG = 300
+AHEAD_AT_MOST = 30  # backlog files attached between a save's close and its attach (before: 77, 289)
+
+
+def attach_times(env: SyncEnv) -> dict[str, float]:
+    """File name -> arrival time of its first successful attach (the sandbox's clock is ours)."""
+    state = env.sb.state(requests=True)
+    names = {a["asset_id"]: a["name"] for a in state["assets"]}
+    times: dict[str, float] = {}
+    for r in state["requests"]:
+        if r["route"] == "POST /projects/{id}/assets/{id}/attach" and r["status"] == 201:
+            name = names[r["path"].split("/")[-2]]
+            times.setdefault(name, float(r["t"]))
+    return times
+
+
+@pytest.mark.parametrize("backlog", ["catch-up scan", "burst"])
+def test_a_save_during_a_backlog_goes_before_it(env: SyncEnv, tmp_path: Path, backlog: str) -> None:
+    """While a backlog drains (a catch-up scan, or a burst written into another directory), a
+    file the user saves is attached next, not after the backlog: at most a few backlog files
+    are attached between its close and its attach, and its bytes land once (issue 12)."""
+    env.sb.faults.update(latency_seconds=0.005)  # the backlog takes seconds to drain
+    renders = env.folders[0] / "renders"
+    renders.mkdir()
+
+    def write_backlog() -> None:
+        for n in range(BACKLOG):
+            write_file(renders / f"frame{n:04}.png", 256, seed=n)
+
+    if backlog == "catch-up scan":
+        write_backlog()
+    env.write_config(settle_seconds=2, workers=2)
+    with running(env, tmp_path):
+        if backlog == "burst":
+            write_backlog()
+        wait_until(lambda: len(attach_times(env)) >= 10, message="the backlog draining")
+        save = env.add(0, "shot.png", size=64 * 1024)
+        closed = time.monotonic()
+        wait_until(lambda: "shot.png" in attach_times(env), message="the save attached")
+        times = attach_times(env)
+    attached = times.pop("shot.png")
+    ahead = sorted(name for name, t in times.items() if closed < t < attached)
+    print(f"{backlog}: {len(ahead)} backlog files attached between the save's close and its attach")
+    assert len(ahead) <= AHEAD_AT_MOST, ahead
+    assert len(times) < BACKLOG, "the backlog was drained before the save: nothing was measured"
+    assert synced(env, save)
+    assert [a["name"] for a in env.sb.state()["assets"]].count("shot.png") == 1

@@ -484,7 +484,9 @@ def test_files_changing_while_the_queues_are_full_do_not_deadlock(make, root):
     """Files that change while both queues are full settle again and all finish once released."""
     h = make(workers=1, settle_seconds=0)
     hash_q, job_q = h.pipeline._hash_q, h.pipeline._job_q
-    count = hash_q.maxsize + job_q.maxsize + 1 + HASH_THREADS + 60  # more than fits: offers wait
+    count = (
+        hash_q.capacity() + job_q.capacity() + 1 + HASH_THREADS + 60
+    )  # more than fits: offers wait
     files = [root / f"q{i:03}.png" for i in range(count)]
     for i, path in enumerate(files):
         write_file(path, 64, seed=i)
@@ -493,7 +495,7 @@ def test_files_changing_while_the_queues_are_full_do_not_deadlock(make, root):
     def offers(mine: list[Path]) -> Callable[[], None]:
         def body() -> None:
             for path in mine:
-                h.offer(path, closed=True)
+                h.offer(path)  # settle 0 and no close event: a scan's work, the normal lanes
 
         return body
 
@@ -504,7 +506,9 @@ def test_files_changing_while_the_queues_are_full_do_not_deadlock(make, root):
         thread.start()
     try:
         wait_until(
-            lambda: hash_q.full() and job_q.full(), timeout=SHORT_TIMEOUT, message="full queues"
+            lambda: hash_q.is_full() and job_q.is_full(),
+            timeout=SHORT_TIMEOUT,
+            message="full queues",
         )
         for i, path in enumerate(files):  # the hash stage will find every waiting file changed
             write_file(path, 80, seed=10_000 + i)
@@ -527,7 +531,7 @@ def test_resume_hands_parked_jobs_to_the_workers_without_blocking(make, root):
     """After a refused key, resume() returns at once and every parked file is synced once."""
     refusals: list[errors.CredentialsError] = []
     h = make(workers=1, on_refused=refusals.append)
-    count = h.pipeline._job_q.maxsize * 3  # more than the job queue holds
+    count = h.pipeline._job_q.capacity() * 3  # more than the job queue holds
     files = [root / f"p{i:02}.png" for i in range(count)]
     for i, path in enumerate(files):
         write_file(path, 64, seed=i)
@@ -667,9 +671,9 @@ def test_a_file_that_vanishes_while_it_settles_is_forgotten(make, root, journal)
 
 def test_a_file_that_vanishes_before_it_is_hashed_is_forgotten(make, root, journal):
     """A file deleted after it settled but before it was read ends vanished and leaves status."""
-    h = make(workers=1)
+    h = make(workers=1, settle_seconds=0)  # no close events: the normal lanes
     # more than the worker, its job queue and the hash threads hold: the rest waits to be hashed
-    fillers = [root / f"fill{i:02}.png" for i in range(h.pipeline._job_q.maxsize + 1 + 8)]
+    fillers = [root / f"fill{i:02}.png" for i in range(h.pipeline._job_q.capacity() + 1 + 8)]
     for i, path in enumerate(fillers):
         write_file(path, 64, seed=i)
     gone = root / "gone.png"
@@ -678,8 +682,8 @@ def test_a_file_that_vanishes_before_it_is_hashed_is_forgotten(make, root, journ
     h.fake.gate.clear()
 
     for path in fillers:
-        assert h.offer(path, closed=True)
-    assert h.offer(gone, closed=True)  # settled: behind the fillers in the hash queue
+        assert h.offer(path)
+    assert h.offer(gone)  # settled: behind the fillers in the hash queue
     gone.unlink()
     h.fake.gate.set()
 

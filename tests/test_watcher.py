@@ -298,17 +298,44 @@ def test_a_watcher_stopped_mid_batch_hands_over_the_rest(folder, start_watcher) 
     old.adopt([(str(path), Hint.CLOSED) for path in paths])  # one batch of three
     try:
         old.start(set())
-        wait_offered(first, paths[0], closed=True)  # held in the first offer of the batch
+        # held in the first offer of the batch: the newest path's (a save made now goes first)
+        wait_offered(first, paths[-1], closed=True)
         stop.set()
     finally:
         release.set()
         old.stop()
-    assert first.offered() == {str(paths[0])}
+    assert first.offered() == {str(paths[-1])}
     second = Recorder()
     start_watcher([folder], second).adopt(old.take_pending())
-    for path in paths[1:]:
+    for path in paths[:-1]:
         wait_offered(second, path, closed=True)
-    assert second.offered() == {str(paths[1]), str(paths[2])}
+    assert second.offered() == {str(paths[0]), str(paths[1])}
+
+
+def test_a_save_is_acted_on_before_a_burst_pending_in_another_directory(folder) -> None:
+    """With a burst's paths pending, a file saved in another directory is offered first, the
+    newest of the burst's directory next, and every path once (issue 12, fresh files first)."""
+    burst = [folder.path / "renders" / f"frame{n:03}.png" for n in range(40)]
+    save = folder.path / "comps" / "shot.png"
+    for path in [*burst, save]:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(path.name.encode())
+    recorder, stop = Recorder(), threading.Event()
+    watcher = Watcher([folder], recorder.callbacks(), stop=stop)
+    watcher.adopt([(str(path), Hint.CLOSED) for path in [*burst, save]])  # in writing order
+    try:
+        watcher.start(set())
+        wait_until(
+            lambda: len(recorder.calls("offer")) == len(burst) + 1,
+            timeout=SHORT_TIMEOUT,
+            message="every pending path offered",
+        )
+    finally:
+        stop.set()
+        watcher.stop()
+    order = [path for path, _, _ in recorder.calls("offer")]
+    assert order[0] == str(save)
+    assert order[1:] == [str(path) for path in reversed(burst)]
 
 
 def test_failing_callback_leaves_the_drain_alive(folder, start_watcher) -> None:

@@ -15,8 +15,9 @@ import logging
 import os
 import stat as stat_mode
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntFlag
 from pathlib import Path
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_SECONDS = 10.0
 MAX_PENDING = 100_000  # beyond this, events are dropped and the folder is rescanned instead
 _IDLE_DRAIN_SECONDS = 5.0  # new events and stopping notify the drain thread; this is a safety net
+DRAIN_BATCH = 4  # paths taken per turn: a save made now is acted on after at most these
 _OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
 ObserverFactory = Callable[[], BaseObserver]  # tests swap in an observer that dies
@@ -68,29 +70,64 @@ class Callbacks:
     rescan: Callable[[str, str], None]  # (folder root, reason)
 
 
-@dataclass
 class _PendingSet:
-    """Paths waiting for the drain thread, merged per path, bounded."""
+    """Paths waiting for the drain thread, merged per path, bounded, grouped by directory.
 
-    limit: int
-    items: dict[str, tuple[int, Hint]] = field(default_factory=dict)
-    cond: threading.Condition = field(default_factory=threading.Condition)
+    ``take`` serves the directories in turn, one path each, newest first within a directory:
+    a directory where nothing was pending (a user saving into it) is served next however many
+    paths a burst queued elsewhere, and within a directory the latest save goes before the
+    backlog. Order only: every path is taken once (issue 12, "fresh files first").
+    """
 
-    def add(self, path: str, index: int, hint: Hint) -> bool:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.cond = threading.Condition()
+        self._dirs: OrderedDict[str, dict[str, tuple[int, Hint]]] = OrderedDict()
+        self._count = 0
+
+    def add(self, path: str, index: int, hint: Hint, *, bounded: bool = True) -> bool:
+        """Record ``path`` (merged with what is pending for it); False when full."""
+        directory = path.rpartition("/")[0]
         with self.cond:
-            known = self.items.get(path)
-            if known is None and len(self.items) >= self.limit:
-                return False
-            self.items[path] = (index, hint | known[1] if known else hint)
+            paths = self._dirs.get(directory, {})  # a listed directory is never empty
+            known = paths.get(path)
+            if known is None:
+                if bounded and self._count >= self.limit:
+                    return False
+                if not paths:
+                    self._dirs[directory] = paths
+                    self._dirs.move_to_end(directory, last=False)  # its first path: next turn
+                self._count += 1
+            paths[path] = (index, hint | known[1] if known else hint)
             self.cond.notify()
             return True
 
-    def take(self, timeout: float) -> dict[str, tuple[int, Hint]]:
+    def take(self, timeout: float, limit: int) -> list[tuple[str, tuple[int, Hint]]]:
+        """Up to ``limit`` paths, directories in turn (waits up to ``timeout`` for one)."""
         with self.cond:
-            if not self.items:
+            if not self._count:
                 self.cond.wait(timeout)
-            batch, self.items = self.items, {}
+            batch: list[tuple[str, tuple[int, Hint]]] = []
+            while self._dirs and len(batch) < limit:
+                directory, paths = next(iter(self._dirs.items()))
+                batch.append(paths.popitem())  # the newest of that directory
+                if paths:
+                    self._dirs.move_to_end(directory)  # the next directory's turn
+                else:
+                    del self._dirs[directory]
+            self._count -= len(batch)
             return batch
+
+    def take_all(self) -> list[tuple[str, tuple[int, Hint]]]:
+        with self.cond:
+            batch = [item for paths in self._dirs.values() for item in paths.items()]
+            self._dirs.clear()
+            self._count = 0
+            return batch
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
 
 
 class _Handler(events.FileSystemEventHandler):
@@ -167,8 +204,7 @@ class Watcher:
                 self._observer.join(timeout=STOP_TIMEOUT_SECONDS)
                 if self._observer.is_alive():
                     log.warning("the watchdog observer did not stop in time; leaving it")
-        with self._pending.cond:
-            self._pending.cond.notify_all()
+        self._pending.wake()
         if self._drain_thread is not None:
             self._drain_thread.join(timeout=STOP_TIMEOUT_SECONDS)
 
@@ -266,9 +302,7 @@ class Watcher:
 
     def take_pending(self) -> list[tuple[str, Hint]]:
         """The events not yet acted on (a stopped watcher hands them to its successor)."""
-        with self._pending.cond:
-            batch, self._pending.items = self._pending.items, {}
-        return [(path, hint) for path, (_, hint) in batch.items()]
+        return [(path, hint) for path, (_, hint) in self._pending.take_all()]
 
     def adopt(self, pending: list[tuple[str, Hint]]) -> None:
         """Take over a predecessor's pending events, for the folders this watcher watches."""
@@ -299,7 +333,7 @@ class Watcher:
 
     def _drain(self) -> None:
         while not (self._stop.is_set() or self._closed.is_set()):
-            batch = list(self._pending.take(timeout=_IDLE_DRAIN_SECONDS).items())
+            batch = self._pending.take(_IDLE_DRAIN_SECONDS, DRAIN_BATCH)
             for done, (path, (index, hint)) in enumerate(batch):
                 if self._stop.is_set() or self._closed.is_set():
                     self._put_back(batch[done:])  # a successor adopts them (reload)
@@ -307,10 +341,8 @@ class Watcher:
                 self._act_safely(path, self._watched[index], hint)
 
     def _put_back(self, items: list[tuple[str, tuple[int, Hint]]]) -> None:
-        with self._pending.cond:
-            for path, (index, hint) in items:
-                known = self._pending.items.get(path)
-                self._pending.items[path] = (index, hint | known[1] if known else hint)
+        for path, (index, hint) in items:
+            self._pending.add(path, index, hint, bounded=False)  # they were counted in before
 
     def _act_safely(self, path: str, watched: _Watched, hint: Hint) -> None:
         try:

@@ -5,11 +5,13 @@ rescan, a folder that came back or was added by a reload), the pick-up of files 
 ``florasync retry``, and the walk of a directory that appeared while watching. Requests name a
 folder by its path, so a reload that changes the folder list keeps them. Whatever may block on
 the pipeline's full queues runs here: the main loop stays free to check health and ping the
-watchdog (issue 11).
+watchdog (issue 11), and the watcher's drain thread stays free to hand on a file a user just
+saved while a directory of thousands moved in (issue 12).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -24,7 +26,6 @@ from florasync.sync.engine import Engine
 log = logging.getLogger(__name__)
 
 ROUTINE = frozenset({"poll", "catch-up scan", "periodic safety rescan"})
-_RETRIES = ("", "retry pick-up")  # the request that offers files put back by `florasync retry`
 
 
 def folder_of(path: str, folders: Sequence[FolderConfig]) -> FolderConfig | None:
@@ -49,6 +50,7 @@ class Sweeper:
         self._skip = skip
         self._note = note
         self._requests: dict[str, str] = {}
+        self._walks: dict[tuple[str, str], None] = {}  # (folder root, directory): in order
         self._retries_wanted = False
         self._cond = threading.Condition()
         self._closed = False
@@ -86,34 +88,46 @@ class Sweeper:
             self._cond.notify()
 
     def walk_new_dir(self, folder: FolderConfig, reldir: str) -> None:
-        """A directory appeared: its files may predate its watch, so walk it at once."""
-        rules = FolderRules(tuple(folder.include), tuple(folder.exclude))
-        try:
-            for cand in scanner.scan(
-                folder.path, rules=rules, recursive=True, start=reldir, stop=self._engine.stop
-            ):
-                self._engine.pipeline.offer(cand.abspath, folder)
-        except StoppedError:
-            return
+        """A directory appeared: its files may predate its watch, so walk it soon, on this
+        thread (any thread may ask; the walk may block on the pipeline's full queues)."""
+        with self._cond:
+            self._walks[(str(folder.path), reldir)] = None
+            self._cond.notify()
 
     def _run(self) -> None:
-        while (request := self._next()) is not None:
-            if request == _RETRIES:
-                self._offer_retries()
-            else:
-                self._sweep(*request)
+        while (task := self._next()) is not None:
+            task()
 
-    def _next(self) -> tuple[str, str] | None:
+    def _next(self) -> Callable[[], None] | None:
+        """What to do next: retries (a user asked), new directories, then rescans in order."""
         with self._cond:
-            while not self._requests and not self._retries_wanted and not self._closed:
+            while not (self._requests or self._walks or self._retries_wanted or self._closed):
                 self._cond.wait()
             if self._closed:
                 return None
             if self._retries_wanted:  # cheap, and what a user just asked for: first
                 self._retries_wanted = False
-                return _RETRIES
+                return self._offer_retries
+            if self._walks:
+                walk = next(iter(self._walks))
+                del self._walks[walk]
+                return functools.partial(self._walk, *walk)
             root = next(iter(self._requests))
-            return root, self._requests.pop(root)
+            return functools.partial(self._sweep, root, self._requests.pop(root))
+
+    def _walk(self, root: str, reldir: str) -> None:
+        folder = next((f for f in self._folders() if str(f.path) == root), None)
+        if folder is None or self._skip(root):
+            return  # removed by a reload, or gone (its rescan on return covers the directory)
+        rules = FolderRules(tuple(folder.include), tuple(folder.exclude))
+        try:
+            for cand in scanner.scan(
+                folder.path, rules=rules, recursive=True, start=reldir, stop=self._engine.stop
+            ):
+                if not self._engine.pipeline.offer(cand.abspath, folder):
+                    return  # closing
+        except StoppedError:
+            return
 
     def _offer_retries(self) -> None:
         pipeline = self._engine.pipeline

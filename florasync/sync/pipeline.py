@@ -4,6 +4,8 @@ Owns threads, backpressure (a full queue blocks the producer instead of growing 
 one-worker-per-content lock, retries of deferred and changed files, shutdown, and the promise
 that every file handed over gets exactly one outcome whatever is raised (issue 11). Every file
 enters through ``offer`` and is admitted by its folder's ``Gate`` each time it is looked at.
+A file offered with a close-after-write (a user's save) takes the fast lanes of both queues and
+a hash thread of its own, so it never waits behind a backlog (``lanes``, issue 12).
 What a job does is ``transfer``'s business; which files exist is the scanner's and the watcher's.
 """
 
@@ -12,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from florasync import errors
 from florasync.config.config import FolderConfig
@@ -30,6 +31,7 @@ from florasync.local.settle import Settler
 from florasync.state.catalog import Catalog
 from florasync.state.journal import FileEntry, Journal
 from florasync.state.lifecycle import Failure
+from florasync.sync.lanes import Lanes
 from florasync.sync.outcomes import SYNCED, NoProgress, Progress, Summary, log_outcome
 from florasync.sync.timers import IDLE_POLL_SECONDS, Timers
 from florasync.sync.transfer import Job, Outcome, Result, Transfer
@@ -37,11 +39,11 @@ from florasync.sync.transfer import Job, Outcome, Result, Transfer
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_WAKE = object()  # put in a queue to wake its consumer
 
 MAX_RESETTLES = 6  # a file that changes under us this often is reported, not chased forever
 PAYMENT_PAUSE_SECONDS = 300.0
 MAX_DEFER_SECONDS = 900.0
+FAST_LANE = 2  # files a user just saved, per stage; a burst of saves queues in the watcher
 MAX_SIBLING_RETRIES = 2  # one-shot run: tries of a deferred file behind same-content siblings
 _POLL_SECONDS = 0.2
 
@@ -61,6 +63,7 @@ class Item:
     classified: bool = False  # the stat cache was already consulted (a full scan does it)
     resettles: int = 0  # times it changed under us (MAX_RESETTLES)
     deferrals: int = 0  # times FLORA's transient trouble postponed it (the backoff exponent)
+    fresh: bool = False  # a user just saved it (a close event): the fast lanes
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ class _Offer:
     digest_stat: FileStat | None  # the stat the digest belongs to
     classified: bool
     resettles: int = 0
+    fresh: bool = False
 
 
 class Pipeline:
@@ -111,8 +115,9 @@ class Pipeline:
         self._parked: list[tuple[Item, Job]] = []
         self.progress: Progress = progress or NoProgress()
         self._clock = clock
-        self._hash_q: queue.Queue[Item] = queue.Queue(maxsize=max(64, workers * 16))
-        self._job_q: queue.Queue[tuple[Item, Job]] = queue.Queue(maxsize=max(8, workers * 2))
+        # shallow fast lanes: a fresh file waits behind at most FAST_LANE others in each stage
+        self._hash_q: Lanes[Item] = Lanes(max(64, workers * 16), FAST_LANE)
+        self._job_q: Lanes[tuple[Item, Job]] = Lanes(max(8, workers * 2), FAST_LANE)
         self._timers = Timers(clock, stop)
         self._gates: dict[str, tuple[FolderConfig, Gate]] = {}
         self._settler: Settler[_Offer] = Settler(
@@ -138,6 +143,8 @@ class Pipeline:
 
     def start(self) -> Pipeline:
         self._spawn("florasync-hash", self._hash_loop, 2)
+        # its own thread for the fast lane: the others may wait on the full normal job lane
+        self._spawn("florasync-hash-fresh", functools.partial(self._hash_loop, fast_only=True), 1)
         self._spawn("florasync-worker", self._work_loop, self._workers)
         self._spawn("florasync-timers", self._timers.run, 1)
         self._spawn("florasync-settle", lambda: self._settler.run(self.stop), 1)
@@ -167,7 +174,7 @@ class Pipeline:
         with self._mutex:
             self._outstanding += 1
         self.progress.queued(1, size)
-        offered = _Offer(folder, digest, stat, classified)
+        offered = _Offer(folder, digest, stat, classified, fresh=closed)
         if not self._settler.observe(path, offered, closed=closed):
             self.progress.queued(-1, -size)  # merged into the entry already settling
             self._finish_quietly()
@@ -190,7 +197,9 @@ class Pipeline:
         """Count a file decided without entering the pipeline (unchanged, a scan problem)."""
         self.progress.queued(1, size_bytes)  # it was never offered: count it in, then out
         self.progress.finished(outcome, size_bytes)
-        self.summary.count(outcome, path, Result(outcome, None, code, message), size_bytes)
+        # most notes are of unchanged files (a rescan): no Result to build for them
+        result = None if outcome is Outcome.UNCHANGED else Result(outcome, None, code, message)
+        self.summary.count(outcome, path, result, size_bytes)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every offered file has an outcome (or closing, a dead thread, timeout)."""
@@ -226,16 +235,8 @@ class Pipeline:
         """Wake every thread now instead of at its next poll (a no-op rescan exits at once)."""
         self._settler.wake()
         self._timers.wake()
-        self._wake(self._hash_q, len(self._threads))
-        self._wake(self._job_q, len(self._threads))
-
-    @staticmethod
-    def _wake(q: queue.Queue[Any], count: int) -> None:
-        for _ in range(count):
-            try:
-                q.put_nowait(_WAKE)
-            except queue.Full:
-                return  # a full queue's consumers are not waiting
+        self._hash_q.wake(len(self._threads))
+        self._job_q.wake(len(self._threads))
 
     @property
     def outstanding(self) -> int:
@@ -269,8 +270,10 @@ class Pipeline:
     def _settled(self, path: str, offer: _Offer, stat: FileStat) -> None:
         digest = offer.digest if offer.digest_stat == stat else None  # stale if it changed since
         classified = offer.classified and digest is not None
-        item = Item(path, offer.folder, stat, digest, classified, offer.resettles)
-        if not self._put(self._hash_q, item):
+        item = Item(
+            path, offer.folder, stat, digest, classified, offer.resettles, fresh=offer.fresh
+        )
+        if not self._put(self._hash_q, item, fast=item.fresh):
             self._finish_quietly()  # closing: left for the next start
 
     def _settle_gone(self, path: str, offer: _Offer) -> None:
@@ -295,8 +298,8 @@ class Pipeline:
 
     # -- hash stage ---------------------------------------------------------------------------
 
-    def _hash_loop(self) -> None:
-        while (item := self._take(self._hash_q)) is not None:
+    def _hash_loop(self, *, fast_only: bool = False) -> None:
+        while (item := self._take(self._hash_q, fast_only=fast_only)) is not None:
             self._guard(item, self._examine)
 
     def _examine(self, item: Item) -> None:
@@ -332,7 +335,8 @@ class Pipeline:
             Path(item.path).name,
             content_type,
         )
-        if not self._put(self._job_q, (replace(item, stat=stat, digest=digest), job)):
+        entry = (replace(item, stat=stat, digest=digest), job)
+        if not self._put(self._job_q, entry, fast=item.fresh):
             self._finish_quietly()
 
     # -- network workers ----------------------------------------------------------------------
@@ -365,7 +369,7 @@ class Pipeline:
         with self._mutex:
             self.refused = None
             count = len(self._parked)
-        self._wake(self._job_q, self._workers)
+        self._job_q.wake(self._workers)
         return count
 
     def _park(self, item: Item, job: Job, exc: errors.CredentialsError) -> None:
@@ -471,7 +475,7 @@ class Pipeline:
         self._timers.after(0.0, lambda: self._requeue(later, job))
 
     def _requeue(self, item: Item, job: Job) -> None:
-        if not self._put(self._job_q, (item, job)):
+        if not self._put(self._job_q, (item, job)):  # a retry: no longer fresh, the normal lane
             self._finish_quietly()
 
     def _pause(self, exc: errors.PaymentRequiredError) -> None:
@@ -610,32 +614,23 @@ class Pipeline:
 
     # -- queues and threads -------------------------------------------------------------------
 
-    def _put(self, q: queue.Queue[_T], value: _T) -> bool:
-        """Put, waiting while the queue is full; give up once closing (the consumers are gone:
+    def _put(self, q: Lanes[_T], value: _T, *, fast: bool = False) -> bool:
+        """Put, waiting while the lane is full; give up once closing (the consumers are gone:
         waiting would deadlock the producer, e.g. a scan, and with it the shutdown)."""
         while not self.stop.is_set() and not self._closing.is_set() and self.broken is None:
-            try:
-                q.put(value, timeout=_POLL_SECONDS)
-            except queue.Full:
-                continue
-            return True
+            if q.put(value, fast=fast, timeout=_POLL_SECONDS):
+                return True
         return False
 
-    def _take(self, q: queue.Queue[_T], *, poll: bool = False) -> _T | None:
-        """The next item, or None once stopping; ``poll``: also None after an idle wait."""
+    def _take(self, q: Lanes[_T], *, poll: bool = False, fast_only: bool = False) -> _T | None:
+        """The next item, or None once stopping; ``poll``: also None after an idle wait or a
+        wake-up (the caller has something else to look at first)."""
         while not self.stop.is_set():
             if self._closing.is_set():
                 return None  # closing: work not yet started is left for the next start
-            try:
-                item = q.get(timeout=IDLE_POLL_SECONDS)
-            except queue.Empty:
-                if poll:
-                    return None
-                continue
-            if item is not _WAKE:
+            item = q.get(timeout=IDLE_POLL_SECONDS, fast_only=fast_only)
+            if item is not None or poll:
                 return item
-            if poll:
-                return None
         return None
 
     def _spawn(self, name: str, target: Callable[[], None], count: int) -> None:
