@@ -160,3 +160,50 @@ def test_single_lookups_forget_nothing(journal, folder) -> None:
     catalog.classify(str(seen), FileStat.from_stat(seen.stat()), "prj_a")
     catalog.finish()
     assert journal.cached_file(WS, str(other)) is not None
+
+
+def test_a_directory_of_thousands_is_classified_like_single_paths(journal, folder) -> None:
+    """In a directory of thousands of known files, a full scan gives every file the verdict a
+    single lookup gives: attached ones unchanged, the rest known but to do or unknown."""
+    paths = [folder / "big" / f"{n:05d}.png" for n in range(3_000)]
+    stats = [write(path, f"{n}".encode()) for n, path in enumerate(paths)]
+    digests = [f"{n:064x}" for n in range(len(paths))]
+    journal.import_synced(
+        (
+            FileEntry(str(path), str(folder), "prj_a", stat, digest),
+            AssetRecord(WS, digest, stat.size, path.name, "image/png", AssetState.READY, "a"),
+            LinkRecord(WS, digest, "prj_a", LinkState.ATTACHED if n % 3 else LinkState.PENDING),
+        )
+        for n, (path, stat, digest) in enumerate(zip(paths, stats, digests, strict=True))
+    )
+    failure = Failure("unreadable", "Permission denied", 1.0)
+    journal.record_file(
+        FileEntry(str(paths[1]), str(folder), "prj_a", stats[1], digests[1], failure)
+    )
+    expected = [
+        UNKNOWN if n == 1 else Verdict(digest, unchanged=n % 3 != 0)
+        for n, digest in enumerate(digests)
+    ]
+    full, single = Catalog(journal, WS, full_scan=True), Catalog(journal, WS, full_scan=False)
+    by_scan = [full.classify(str(p), s, "prj_a") for p, s in zip(paths, stats, strict=True)]
+    by_path = [single.classify(str(p), s, "prj_a") for p, s in zip(paths, stats, strict=True)]
+    assert by_scan == expected
+    assert by_path == expected
+
+
+def test_full_scan_reads_attachment_for_each_project_asked(journal, folder) -> None:
+    """A full scan asked about one directory for two projects answers each project's own
+    attachment, and still forgets that directory's unseen files once it moves on."""
+    path, gone, later = folder / "a.png", folder / "gone.png", folder / "sub" / "b.png"
+    stat = write(path)
+    digest = journal_file(journal, path, "prj_a")
+    write(gone, b"gone")
+    journal_file(journal, gone, "prj_a")
+    gone.unlink()
+    catalog = Catalog(journal, WS, full_scan=True)
+    assert catalog.classify(str(path), stat, "prj_a") == Verdict(digest, unchanged=True)
+    assert catalog.classify(str(path), stat, "prj_b") == Verdict(digest, unchanged=False)
+    assert journal.cached_file(WS, str(gone)) is not None
+    catalog.classify(str(later), write(later), "prj_b")
+    assert journal.cached_file(WS, str(gone)) is None
+    assert journal.cached_file(WS, str(path)) is not None

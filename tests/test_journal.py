@@ -110,6 +110,7 @@ def test_ensure_keeps_existing_rows(j: Journal) -> None:
 def test_asset_id_claims_are_exclusive(j: Journal) -> None:
     """An asset id already held by another content cannot be adopted (lookup after a 409)."""
     j.record(_asset("a" * 64, asset_id="asset_1"))
+    j.flush()  # record does not wait: reads see it once flushed
     assert j.claim_asset_id(_asset("a" * 64), "asset_1")
     assert not j.claim_asset_id(_asset("b" * 64), "asset_1")
     assert j.claim_asset_id(_asset("b" * 64), "asset_2")
@@ -121,14 +122,53 @@ def test_stat_cache_queries(j: Journal, tmp_path: Path) -> None:
     j.record_file(FileEntry("/w/a/x.png", "/w", "prj_1", st, "d" * 64))
     j.record_file(FileEntry("/w/a/y.png", "/w", "prj_1", FileStat(1, 100, 1, 1, 1), None))
     j.record(LinkRecord(WS, "d" * 64, "prj_1", LinkState.ATTACHED))
-    entries = j.dir_entries(WS, "/w/a")
-    assert set(entries) == {"x.png", "y.png"}
-    assert entries["x.png"].link_state == LinkState.ATTACHED
-    assert entries["x.png"].stat == st
+    j.flush()
+    entries = j.dir_entries(WS, "/w/a", "prj_1")
+    assert entries == {
+        "x.png": ("x.png", "d" * 64, 0, 1, *st),
+        "y.png": ("y.png", None, 0, 0, 1, 100, 1, 1, 1),
+    }
+    assert j.known_file(WS, "/w/a/x.png", "prj_1") == entries["x.png"]
+    assert j.known_file(WS, "/w/a/z.png", "prj_1") is None
     assert j.by_inode(WS, FileStat(1, 99, 10, 5, 77)) is not None
     assert j.by_inode(WS, FileStat(2, 99, 10, 5, 6)) is None
     assert j.forget_files(["/w/a/y.png"]) == 1
-    assert set(j.dir_entries(WS, "/w/a")) == {"x.png"}
+    assert set(j.dir_entries(WS, "/w/a", "prj_1")) == {"x.png"}
+
+
+@pytest.mark.parametrize(
+    ("file_project", "attached_in", "scanned_for", "is_attached"),
+    [
+        ("prj_1", "prj_1", "prj_1", 1),
+        ("prj_1", "prj_2", "prj_1", 0),  # the content is attached, but in another project
+        ("prj_2", "prj_2", "prj_1", 0),  # the path was synced to the project it had before
+        ("prj_2", "prj_1", "prj_1", 0),  # attached here through another path, not this one
+    ],
+)
+def test_stat_cache_reads_attachment_for_the_scanned_project(
+    j: Journal, file_project, attached_in, scanned_for, is_attached
+) -> None:
+    """A known file counts as attached only when it is mapped to the scanned project and its
+    content's link in that project is attached, in a directory scan and a single lookup."""
+    j.record_file(FileEntry("/w/a/x.png", "/w", file_project, FileStat(1, 9, 1, 1, 1), "d" * 64))
+    for project in ("prj_1", "prj_2"):
+        state = LinkState.ATTACHED if project == attached_in else LinkState.PENDING
+        j.record(LinkRecord(WS, "d" * 64, project, state))
+    j.flush()
+    assert j.dir_entries(WS, "/w/a", scanned_for)["x.png"][3] == is_attached
+    known = j.known_file(WS, "/w/a/x.png", scanned_for)
+    assert known is not None
+    assert known[3] == is_attached
+
+
+def test_stat_cache_reads_problems_and_missing_stats(j: Journal) -> None:
+    """A file's problem and a stat reset by ``retry`` (dev and ino NULL) reach the stat cache."""
+    failure = Failure("unreadable", "Permission denied", 1.0)
+    j.record_file(FileEntry("/w/p.png", "/w", "prj_1", FileStat(1, 2, 3, 4, 5), "e" * 64, failure))
+    j.record_file(FileEntry("/w/s.png", "/w", "prj_1", None, None, failure))
+    entries = j.dir_entries(WS, "/w", "prj_1")
+    assert entries["p.png"] == ("p.png", "e" * 64, 1, 0, 1, 2, 3, 4, 5)
+    assert entries["s.png"] == ("s.png", None, 1, 0, None, None, None, None, None)
 
 
 def test_forget_tree_drops_a_directory_and_all_under_it(j: Journal) -> None:
@@ -164,6 +204,7 @@ def test_reset_failed_requeues(j: Journal) -> None:
     j.record_file(FileEntry("/w/f.png", "/w", "prj_1", FileStat(1, 1, 1, 1, 1), digest))
     j.record(lifecycle.fail_asset(_asset(digest), "asset_failed", "bad", 1.0))
     j.record(LinkRecord(WS, digest, "prj_1", LinkState.FAILED, error=Failure("x", "y", 1.0)))
+    j.flush()
     assert j.reset_failed(WS, None) == ["/w/f.png"]
     rec = j.asset(WS, digest)
     assert rec is not None
@@ -253,7 +294,7 @@ def test_import_synced_in_bulk(j: Journal) -> None:
     )
     assert j.import_synced(entries) == 25_000
     assert j.file_counts(WS) == [("/w", "prj_1", "synced", 25_000)]
-    assert j.dir_entries(WS, "/w/d3")["13.png"].link_state == LinkState.ATTACHED
+    assert j.dir_entries(WS, "/w/d3", "prj_1")["13.png"][3] == 1  # attached
 
 
 def test_polling_an_empty_retry_queue_writes_nothing(j: Journal) -> None:

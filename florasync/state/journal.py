@@ -88,11 +88,20 @@ class FileEntry:
         return self.path.rpartition("/")[2]
 
 
-class CachedFile(NamedTuple):
-    """What the journal knows of a path: its stat cache entry and its attachment state.
+KnownFile = tuple[
+    str, str | None, int, int, int | None, int | None, int | None, int | None, int | None
+]
+"""What the stat cache reads of one known file, for the project of the folder it is scanned in:
+``(name, digest, has_problem, is_attached, dev, ino, size, mtime_ns, ctime_ns)``, the last five a
+``FileStat`` when ``dev`` is not NULL. The flags are 0 or 1; ``is_attached``: the file is mapped
+to that project and its content's link there is attached. A plain tuple as SQLite returns it: a
+rescan reads one per known file, and a named tuple built per row cost more than the query's
+join (issue 12)."""
 
-    A named tuple: a rescan builds one per known file.
-    """
+
+class CachedFile(NamedTuple):
+    """What the journal knows of a path: its stat cache entry and the attachment state of its
+    own project (a rename's lookup by inode, and tests; a scan reads ``KnownFile`` rows)."""
 
     path: str
     project_id: str
@@ -147,19 +156,27 @@ class Journal:
 
     # -- stat cache ---------------------------------------------------------------------------
 
-    def dir_entries(self, workspace_id: str, directory: str) -> dict[str, CachedFile]:
-        """Every known file of one directory, by name, with its attachment state (one query)."""
+    def dir_entries(
+        self, workspace_id: str, directory: str, project_id: str
+    ) -> dict[str, KnownFile]:
+        """Every known file of one directory, by name, as a full scan for ``project_id`` reads
+        it (one query)."""
         rows = self._conn().execute(
-            "SELECT f.name, f.path, f.project_id, f.dev, f.ino, f.size_bytes, f.mtime_ns,"
-            " f.ctime_ns, f.digest, f.problem_code, l.state FROM files f LEFT JOIN links l"
-            " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
-            " WHERE f.dir = ?",
-            (workspace_id, directory),
+            _KNOWN_FILES + "f.dir = ?", (project_id, workspace_id, project_id, directory)
         )
-        return {row[0]: _cached(row[1:]) for row in rows}
+        return {row[0]: row for row in rows}
+
+    def known_file(self, workspace_id: str, path: str, project_id: str) -> KnownFile | None:
+        """What the stat cache reads of one path (the watcher's single-file lookup)."""
+        row: KnownFile | None = (
+            self._conn()
+            .execute(_KNOWN_FILES + "f.path = ?", (project_id, workspace_id, project_id, path))
+            .fetchone()
+        )
+        return row
 
     def cached_file(self, workspace_id: str, path: str) -> CachedFile | None:
-        """What is known of one path (the watcher's single-file lookup)."""
+        """What is known of one path, with its own project's attachment state."""
         row = (
             self._conn()
             .execute(
@@ -668,6 +685,14 @@ _LINK_COLS = (
     " error_code, error_message, error_at"
 )
 _LINK_MARKS = ", ".join("?" * 11)
+# the project filter is in the join condition: the probe of links is for the scanned project only,
+# and a file mapped to another project is never attached here (whatever its own link says)
+_KNOWN_FILES = (
+    "SELECT f.name, f.digest, f.problem_code IS NOT NULL, l.state IS NOT NULL, f.dev, f.ino,"
+    " f.size_bytes, f.mtime_ns, f.ctime_ns FROM files f LEFT JOIN links l"
+    " ON f.project_id = ? AND l.workspace_id = ? AND l.digest = f.digest"
+    " AND l.project_id = ? AND l.state = 'attached' WHERE "
+)
 _UPSERT_FILE = (
     "INSERT OR REPLACE INTO files (path, folder, project_id, dir, name, dev, ino, size_bytes,"
     " mtime_ns, ctime_ns, digest, problem_code, problem_message, problem_at, updated_at)"
