@@ -35,7 +35,8 @@ class Lanes(Generic[T]):
         self._wakes = 0  # wake-ups not yet consumed: a consumer about to wait returns at once
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
-        self._not_full = threading.Condition(self._lock)
+        # one per lane: a slot freed in one lane wakes a producer of that lane, not every one
+        self._not_full = {lane: threading.Condition(self._lock) for lane in (False, True)}
 
     def capacity(self, *, fast: bool = False) -> int:
         return self._sizes[fast]
@@ -50,14 +51,14 @@ class Lanes(Generic[T]):
 
     def put(self, value: T, *, fast: bool = False, timeout: float | None = None) -> bool:
         """Append to a lane, waiting while it is full; False when ``timeout`` passed first."""
-        lane, size = self._lanes[fast], self._sizes[fast]
+        lane, size, not_full = self._lanes[fast], self._sizes[fast], self._not_full[fast]
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._not_full:
+        with not_full:
             while len(lane) >= size:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
-                self._not_full.wait(left)
+                not_full.wait(left)
             lane.append(value)
             self._not_empty.notify()
             return True
@@ -67,10 +68,10 @@ class Lanes(Generic[T]):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._not_empty:
             while True:
-                value = self._pop(fast_only)
-                if value is not None:
-                    self._not_full.notify_all()  # the two lanes share the condition
-                    return value[0]
+                taken = self._pop(fast_only)
+                if taken is not None:
+                    self._not_full[taken[0]].notify()
+                    return taken[1]
                 if self._wakes > 0:
                     self._wakes -= 1
                     return None
@@ -85,15 +86,15 @@ class Lanes(Generic[T]):
             self._wakes = min(self._wakes + count, count)
             self._not_empty.notify_all()
 
-    def _pop(self, fast_only: bool) -> tuple[T] | None:
-        """The item to hand out (in a 1-tuple: None may be a value), under the lock."""
+    def _pop(self, fast_only: bool) -> tuple[bool, T] | None:
+        """The lane taken from and the item to hand out (None may be a value), under the lock."""
         fast, normal = self._lanes[True], self._lanes[False]
         if fast_only:
-            return (fast.popleft(),) if fast else None
+            return (True, fast.popleft()) if fast else None
         if fast and not (normal and self._fast_run >= self._fair_every):
             self._fast_run = self._fast_run + 1 if normal else 0
-            return (fast.popleft(),)
+            return True, fast.popleft()
         if normal:
             self._fast_run = 0
-            return (normal.popleft(),)
+            return False, normal.popleft()
         return None

@@ -303,12 +303,13 @@ class Pipeline:
             self._guard(item, self._examine)
 
     def _examine(self, item: Item) -> None:
+        digest = item.digest
         if not item.classified:
             verdict = self._catalog.classify(item.path, item.stat, item.folder.project_id)
             if verdict.unchanged and not after_upload.wants_action(item.folder):
                 self._finish(item, Outcome.UNCHANGED, None)
                 return
-            item = replace(item, digest=verdict.digest, classified=True)
+            digest = verdict.digest
         content_type = identity.content_type_for(item.path)
         if content_type is None:
             self._problem(item, "unsupported_type", "FLORA does not accept this file type")
@@ -316,7 +317,7 @@ class Pipeline:
         if self._max_file_bytes is not None and item.stat.size > self._max_file_bytes:
             self._problem(item, "too_large", f"larger than max_file_bytes ({self._max_file_bytes})")
             return
-        digest, stat = item.digest, item.stat
+        stat = item.stat
         if digest is None:
             try:  # ``expect``: the opened file must be the admitted one (no swapped-in link)
                 content, stat = identity.hash_file(
@@ -332,10 +333,11 @@ class Pipeline:
             item.folder.project_id,
             stat,
             digest,
-            Path(item.path).name,
+            item.path.rpartition("/")[2],
             content_type,
         )
-        entry = (replace(item, stat=stat, digest=digest), job)
+        # one copy per file, the stat and digest now known (replace() is costly per file)
+        entry = (replace(item, stat=stat, digest=digest, classified=True), job)
         if not self._put(self._job_q, entry, fast=item.fresh):
             self._finish_quietly()
 
