@@ -75,6 +75,14 @@ class SandboxProcess:
         doc = self._http.get_json(path, self._auth())
         return int(doc["meta"]["total_estimate"])
 
+    def attached_names(self, name_part: str, project_id: str | None = None) -> set[str]:
+        """Names of the assets attached to a project whose name contains ``name_part``: one
+        API call, far cheaper for the sandbox than the state document (at most 100 names)."""
+        project = project_id or self.project
+        path = f"/api/v1/assets?project_id={project}&query={name_part}&limit=100"
+        doc = self._http.get_json(path, self._auth())
+        return {a["name"] for a in doc["assets"]}
+
     def reserve(self, file_name: str, content_type: str) -> dict[str, Any]:
         """``POST /assets``: a fresh signed upload (for the curl floors)."""
         body = {
