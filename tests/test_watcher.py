@@ -389,3 +389,18 @@ def test_watchdog_stop_race_never_reaches_the_log(caplog) -> None:
         inotify_log.error("InotifyEmitter.queue_events() called when the thread is inactive")
         inotify_log.warning("inotify event queue overflowed")
     assert [r.getMessage() for r in caplog.records] == ["inotify event queue overflowed"]
+
+
+def test_an_overflow_tells_the_user_once_how_to_avoid_it(tmp_path, start_watcher, caplog) -> None:
+    """The first overflow logs one WARNING naming fs.inotify.max_queued_events and its value;
+    later ones only rescan (a long burst may overflow again and again)."""
+    recorder = Recorder()
+    watcher = start_watcher([folder_at(tmp_path / "a")], recorder)
+    with caplog.at_level(logging.WARNING, logger="florasync.local.watcher"):
+        watcher.overflowed()
+        watcher.overflowed()
+    told = [r.getMessage() for r in caplog.records if r.name == "florasync.local.watcher"]
+    assert len(told) == 1, told
+    limit = Path("/proc/sys/fs/inotify/max_queued_events").read_text().strip()
+    assert f"fs.inotify.max_queued_events is {limit}" in told[0]
+    assert len(recorder.calls("rescan")) == 2

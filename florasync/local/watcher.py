@@ -187,6 +187,7 @@ class Watcher:
         self._drain_thread: threading.Thread | None = None
         self._closed = threading.Event()
         self._overflow = _OverflowHook(self)
+        self._overflow_told = False
         self.restarts = 0
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -309,6 +310,15 @@ class Watcher:
 
     def overflowed(self) -> None:
         """The kernel dropped events (one inotify instance serves every folder): rescan all."""
+        if not self._overflow_told:
+            self._overflow_told = True  # once per watcher: a long burst may overflow often
+            log.warning(
+                "the kernel dropped file events (inotify queue overflow; "
+                "fs.inotify.max_queued_events is %s): rescanning every watched folder, and a "
+                "file whose close was lost waits settle_seconds; raise it with `sysctl "
+                "fs.inotify.max_queued_events=131072` (and in /etc/sysctl.d/) if bursts are usual",
+                _max_queued_events(),
+            )
         for w in self._watched:
             if not w.polled:
                 self.callbacks.rescan(w.root, "inotify queue overflow")
@@ -472,6 +482,14 @@ def _watch_problem(exc: OSError) -> str:
             "fs.inotify.max_user_instances`; polling this folder meanwhile"
         )
     return f"cannot watch ({exc.strerror or exc}); polling this folder meanwhile"
+
+
+def _max_queued_events(proc_sys: Path = Path("/proc/sys/fs/inotify")) -> str:
+    """The kernel's inotify queue length per instance, as text ("unknown" off Linux)."""
+    try:
+        return (proc_sys / "max_queued_events").read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 def count_inotify_watches(proc_self: Path = Path("/proc/self")) -> int | None:
