@@ -2,7 +2,8 @@
 
 Owns the watchdog side of the daemon. The event handler records the path (and whether a
 close-after-write was seen) in a bounded de-duplicating pending set and never raises; a drain
-thread turns pending paths into actions using ``stat``: settle a file, walk a new directory,
+thread turns pending paths into actions using ``stat`` (a directory at a time in turn, newest
+first: a user's save goes before a burst's backlog): settle a file, have a new directory walked,
 forget a deleted file. What inotify cannot promise is reported as a need to rescan: a queue
 overflow (watchdog only logs it), a full pending set, a watch limit reached, a dead observer.
 """
