@@ -145,3 +145,20 @@ def assert_exactly_once(state: Mapping[str, Any], expected: Mapping[Path, str]) 
         assert len(nodes) == 1, f"{asset_id} attached {len(nodes)} times to {project}"
     attached = sum(len(nodes) for nodes in state["nodes"].values())
     assert attached == len(wanted), f"{attached} attachments for {len(wanted)} (content, project)"
+
+
+class SleepingClock:
+    """A monotonic clock that moves only when something sleeps on it (a retry's backoff, the
+    rate gate's window), so waiting seconds costs none; ``sleeps`` says how long each was."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> bool:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        return False

@@ -11,21 +11,7 @@ from florasync import errors
 from florasync.flora import retrying
 from florasync.flora.transport import parse_retry_after
 
-
-class FakeClock:
-    """A monotonic clock that only moves when a sleep is requested."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> bool:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        return False
+from .helpers import SleepingClock
 
 
 def _err(cls: type[errors.ApiError], **kw: object) -> errors.ApiError:
@@ -90,7 +76,7 @@ def test_retry_after_header_forms() -> None:
 
 def test_gate_blocks_every_worker_until_the_window_ends() -> None:
     """After a 429 no request of the pool may start before the announced window has passed."""
-    clock = FakeClock()
+    clock = SleepingClock()
     gate = retrying.RateGate(clock=clock)
     gate.close_for(4.0)
     gate.close_for(1.0)  # a shorter window never shortens the gate
@@ -104,13 +90,13 @@ def test_gate_blocks_every_worker_until_the_window_ends() -> None:
 
 def test_gate_wait_raises_when_stopped() -> None:
     """A stop request during a rate-limit wait ends the wait at once."""
-    gate = retrying.RateGate(clock=FakeClock())
+    gate = retrying.RateGate(clock=SleepingClock())
     gate.close_for(30)
     with pytest.raises(errors.StoppedError):
         gate.wait(lambda _s: True)
 
 
-def _retrier(clock: FakeClock, **policy: float) -> retrying.Retrier:
+def _retrier(clock: SleepingClock, **policy: float) -> retrying.Retrier:
     return retrying.Retrier(
         retrying.RetryPolicy(**policy),  # type: ignore[arg-type]
         retrying.RateGate(clock=clock),
@@ -123,7 +109,7 @@ def _retrier(clock: FakeClock, **policy: float) -> retrying.Retrier:
 
 def test_retrier_honours_retry_after_through_the_gate() -> None:
     """A 429 with Retry-After 3 delays the next attempt by at least 3 s, then it succeeds."""
-    clock = FakeClock()
+    clock = SleepingClock()
     calls: list[float] = []
 
     def request() -> str:
@@ -138,7 +124,7 @@ def test_retrier_honours_retry_after_through_the_gate() -> None:
 
 def test_retrier_gives_up_after_max_attempts() -> None:
     """Persistent 5xx on an idempotent request stops after the attempt budget, last error raised."""
-    clock = FakeClock()
+    clock = SleepingClock()
     calls = 0
 
     def request() -> str:
@@ -153,7 +139,7 @@ def test_retrier_gives_up_after_max_attempts() -> None:
 
 def test_retrier_respects_total_time_budget() -> None:
     """Retrying stops once the total time budget is spent, whatever the attempt count."""
-    clock = FakeClock()
+    clock = SleepingClock()
     calls = 0
 
     def request() -> str:
@@ -169,7 +155,7 @@ def test_retrier_respects_total_time_budget() -> None:
 
 def test_retrier_does_not_repeat_unsafe_posts() -> None:
     """A 5xx on a POST without an idempotency key is not sent twice."""
-    clock = FakeClock()
+    clock = SleepingClock()
     calls = 0
 
     def request() -> str:

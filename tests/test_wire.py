@@ -32,7 +32,7 @@ from florasync.flora import api, retrying, transport, upload, wire
 from florasync.flora.secret import Secret
 from florasync.sandbox import Sandbox
 
-from .helpers import SHORT_TIMEOUT, sha256_of, wait_until, write_file
+from .helpers import SHORT_TIMEOUT, SleepingClock, sha256_of, wait_until, write_file
 
 TIMEOUT = (SHORT_TIMEOUT, SHORT_TIMEOUT)
 LARGE_BYTES = 20 << 20
@@ -874,22 +874,6 @@ def test_transport_follows_the_environment_proxy(
 # -- 7. the rate gate -------------------------------------------------------------------------
 
 
-class _FakeClock:
-    """Monotonic seconds that move only when the gate sleeps, so a 2 s window costs nothing."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> bool:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        return False
-
-
 class _WatchedGate(retrying.RateGate):
     """A RateGate noting how many pooled connections were free at the moment it closed."""
 
@@ -912,7 +896,7 @@ def _retrier(
 def test_429_closes_the_gate_before_its_connection_is_free(sandbox: Sandbox) -> None:
     """A 429's Retry-After closes the gate before its connection is pooled; the next send waits."""
     sandbox.faults.fail_next("GET /workspaces", status=429, retry_after=2)
-    clock = _FakeClock()
+    clock = SleepingClock()
     holder: list[transport.Transport] = []
     gate = _WatchedGate(clock, lambda: _idle_connections(holder[0]))
     arrived_before_wait: list[int] = []
