@@ -172,6 +172,10 @@ def _args_sandbox(parser: argparse.ArgumentParser) -> None:
                         help="spelling of the upload object")  # fmt: skip
     faults.add_argument("--forbid-project", action="append", default=[], metavar="PRJ",
                         help="answer 403 for this project (repeatable)")  # fmt: skip
+    faults.add_argument("--forbid-project-create", action="store_true",
+                        help="POST /projects answers 403 forbidden")  # fmt: skip
+    faults.add_argument("--create-project-delay", type=float, default=0.0, metavar="S",
+                        help="POST /projects answers S seconds late")  # fmt: skip
 
 
 def _args_demo(parser: argparse.ArgumentParser) -> None:

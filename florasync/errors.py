@@ -77,6 +77,17 @@ class FileChangedError(LocalFileError):
         super().__init__(path, "file changed while it was being synced", code="file_changed")
 
 
+class ProjectUnavailableError(FlorasyncError):
+    """A project mapped by name cannot be used: none has the name (and ``create`` is off), two
+    have it, or the key may not create it. Its files fail with this message; others go on."""
+
+    def __init__(self, name: str, message: str, *, code: str) -> None:
+        self.name = name
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
 class ApiError(FlorasyncError):
     """The FLORA API (or the upload target) answered with an error, or could not be reached.
 

@@ -20,8 +20,14 @@ KEY = "sk_test_Zq9-not-for-any-message"
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
 
 
-def folder(path: str = "art", project_id: str = "prj_one", **extra: Any) -> dict[str, Any]:
-    return {"path": path, "project_id": project_id, **extra}
+def folder(path: str = "art", project_id: str | None = "prj_one", **extra: Any) -> dict[str, Any]:
+    """A folder mapping; ``project_id=None`` leaves the id out (for ``project`` by name)."""
+    return {"path": path, **({"project_id": project_id} if project_id else {}), **extra}
+
+
+def named(name: str, path: str = "art", **extra: Any) -> dict[str, Any]:
+    """A folder mapped to its project by name."""
+    return folder(path, None, project={"name": name}, **extra)
 
 
 def doc(*, drop: tuple[str, ...] = (), **top: Any) -> dict[str, Any]:
@@ -123,7 +129,7 @@ BAD = {
     "empty folders": Bad(
         doc(folders=[]),
         "folders",
-        "must be a list of at least one folder mapping (path, project_id) (got [])",
+        "must be a list of at least one folder mapping (path, project_id or project) (got [])",
     ),
     "folder not a mapping": Bad(doc(folders=["art"]), "folders[0]", "must be a mapping"),
     "workers 0": Bad(doc(workers=0), "workers", "between 1 and 64 (got 0)"),
@@ -191,6 +197,81 @@ BAD = {
         doc(folders=[folder(), folder(path="art/sub")]),
         "folders[1].path",
         "already covered by folders[0]",
+    ),
+    "project_id and project both": Bad(
+        doc(folders=[folder(project={"name": "Spring Campaign"})]),
+        "folders[0].project",
+        "give either project_id or project (by name), not both",
+    ),
+    "no project at all": Bad(
+        doc(folders=[{"path": "art"}]),
+        "folders[0].project_id",
+        "is missing; it must be a FLORA project id starting with prj_ (e.g. prj_XXXX), "
+        "or give project: {name: ...} or projects_from_subfolders: true",
+    ),
+    "subfolder projects, not recursive": Bad(
+        doc(folders=[folder(project_id=None, projects_from_subfolders=True, recursive=False)]),
+        "folders[0].projects_from_subfolders",
+        "needs recursive: true (the subfolders hold the projects' files)",
+    ),
+    "empty project name": Bad(
+        doc(folders=[named("")]), "folders[0].project.name", "must not be empty"
+    ),
+    "blank project name": Bad(
+        doc(folders=[named(" \t ")]), "folders[0].project.name", "must not be empty"
+    ),
+    "project name a number": Bad(
+        doc(folders=[folder(project_id=None, project={"name": 2024})]),
+        "folders[0].project.name",
+        "(quote a number: '2024') (got 2024)",
+    ),
+    "project without a name": Bad(
+        doc(folders=[folder(project_id=None, project={"create": True})]),
+        "folders[0].project.name",
+        "is missing",
+    ),
+    "unknown key in project": Bad(
+        doc(folders=[folder(project_id=None, project={"name": "A", "craete": True})]),
+        "folders[0].project.craete",
+        "unknown key 'craete'; did you mean 'create'?",
+    ),
+    "project not a mapping": Bad(
+        doc(folders=[folder(project_id=None, project="Spring Campaign")]),
+        "folders[0].project",
+        "must be a mapping of keys (got 'Spring Campaign')",
+    ),
+    "bad projects_from_subfolders": Bad(
+        doc(folders=[folder(projects_from_subfolders="yes please")]),
+        "folders[0].projects_from_subfolders",
+        "must be true, false or a mapping {create: true|false} (got 'yes please')",
+    ),
+    "projects_from_subfolders typo": Bad(
+        doc(folders=[folder(projects_from_subfolders={"creat": False})]),
+        "folders[0].projects_from_subfolders.creat",
+        "did you mean 'create'?",
+    ),
+    "nested, other project name": Bad(
+        doc(folders=[named("Spring"), named("spring", path="art/sub")]),
+        "folders[1].path",
+        "different projects (project 'Spring', project 'spring'); un-nest them",
+    ),
+    "nested, id and name": Bad(
+        doc(folders=[folder(recursive=False), named("One", path="art/sub")]),
+        "folders[1].path",
+        "different projects (prj_one, project 'One')",
+    ),
+    "nested in a subfolder-projects root": Bad(
+        doc(folders=[folder(projects_from_subfolders=True), folder(path="art/sub")]),
+        "folders[1].path",
+        "art maps a project per subfolder (root files: prj_one); nested folders must map one "
+        "and the same project",
+    ),
+    "subfolder-projects root nested inside": Bad(
+        doc(
+            folders=[folder(recursive=False), folder(path="art/sub", projects_from_subfolders=True)]
+        ),
+        "folders[1].path",
+        "sub maps a project per subfolder (root files: prj_one)",
     ),
     "folder missing": Bad(
         doc(folders=[folder(path="gone")]), "folders[0].path", "does not exist", "folders"
@@ -525,6 +606,80 @@ def test_sibling_folders_with_a_common_prefix_do_not_overlap(base: Path) -> None
     assert [f.path.name for f in cfg.folders] == ["art", "art-2"]
 
 
+def test_project_by_name_is_kept_exactly_as_written(base: Path) -> None:
+    """A project name keeps its case, spaces and accents; ``create`` defaults to false."""
+    folders = [named("  Été Campaign "), folder("b", None, project={"name": "b", "create": True})]
+    cfg = config.load(write(base / "c.yaml", doc(folders=folders)))
+    first, second = cfg.folders
+    assert first.project == config.ProjectByName(name="  Été Campaign ", create=False)
+    assert second.project == config.ProjectByName(name="b", create=True)
+    assert (first.project_id, second.project_id) == (None, None)
+    assert (first.projects_from_subfolders, second.projects_from_subfolders) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("true", config.SubfolderProjects(create=True)),
+        ("{create: false}", config.SubfolderProjects(create=False)),
+        ("{}", config.SubfolderProjects(create=True)),
+        ("false", None),
+        ("null", None),
+    ],
+)
+def test_projects_from_subfolders_spellings(
+    base: Path, given: str, expected: config.SubfolderProjects | None
+) -> None:
+    """true means create missing projects, a mapping says so itself, false or null means off."""
+    text = "workspace_id: ws_1\nfolders:\n  - path: art\n    project_id: prj_1\n"
+    text += f"    projects_from_subfolders: {given}\n"
+    cfg = config.load(write(base / "c.yaml", text))
+    assert cfg.folders[0].projects_from_subfolders == expected
+
+
+def test_subfolder_projects_need_no_project_of_their_own(base: Path) -> None:
+    """A folder with projects_from_subfolders may leave out project_id and project."""
+    cfg = config.load(
+        write(
+            base / "c.yaml", doc(folders=[folder(project_id=None, projects_from_subfolders=True)])
+        )
+    )
+    (f,) = cfg.folders
+    assert (f.project_id, f.project, f.recursive) == (None, None, True)
+    assert f.projects_from_subfolders == config.SubfolderProjects(create=True)
+
+
+def test_nested_folders_of_the_same_project_name(base: Path) -> None:
+    """Nested folders may map one project by name, whatever each says about creating it."""
+    outer = named("Spring Campaign", recursive=False)
+    inner = folder("art/sub", None, project={"name": "Spring Campaign", "create": True})
+    cfg = config.load(write(base / "c.yaml", doc(folders=[outer, inner])))
+    assert [f.project_label for f in cfg.folders] == ["project 'Spring Campaign'"] * 2
+
+
+@pytest.mark.parametrize(
+    ("mapping", "label"),
+    [
+        ({"project_id": "prj_x"}, "prj_x"),
+        ({"project": {"name": "Spring Campaign"}}, "project 'Spring Campaign'"),
+        ({"projects_from_subfolders": True}, "a project per subfolder"),
+        (
+            {"projects_from_subfolders": True, "project_id": "prj_x"},
+            "a project per subfolder (root files: prj_x)",
+        ),
+        (
+            {"projects_from_subfolders": {"create": False}, "project": {"name": "Inbox"}},
+            "a project per subfolder (root files: project 'Inbox')",
+        ),
+    ],
+    ids=["id", "name", "subfolders", "subfolders and id", "subfolders and name"],
+)
+def test_project_label_names_the_mapping(base: Path, mapping: dict[str, Any], label: str) -> None:
+    """Messages name a folder's projects as prj_x, project 'Name' or a project per subfolder."""
+    cfg = config.load(write(base / "c.yaml", doc(folders=[{"path": "art", **mapping}])))
+    assert cfg.folders[0].project_label == label
+
+
 def test_check_folders_accepts_readable_directories(base: Path) -> None:
     """An existing, readable folder passes the folder check."""
     config.check_folders(config.load(write(base / "c.yaml", doc())))
@@ -537,6 +692,8 @@ def test_example_config_loads() -> None:
     assert cfg.folders[0].project_id == "prj_XXXX"
     assert cfg.folders[0].path == Path.home() / "FLORA" / "spring-campaign"
     assert isinstance(cfg.folders[1].after_upload, config.MoveTo)
+    assert cfg.folders[2].projects_from_subfolders == config.SubfolderProjects(create=True)
+    assert cfg.folders[2].project == config.ProjectByName(name="Campaign inbox", create=True)
 
 
 def test_example_config_shows_the_defaults() -> None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import json
 import signal
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 import requests
 
 from florasync.sandbox import Faults, Sandbox, describe, dispatch, faults
+from tests.helpers import SHORT_TIMEOUT, wait_until
 
 TIMEOUT = 10.0
 
@@ -122,6 +125,16 @@ def all_pages(
         if cursor is None:
             return items
     raise AssertionError("pagination did not end")
+
+
+def project_body(sb: Sandbox, name: str) -> dict[str, Any]:
+    return {"workspace_id": sb.workspace_id, "name": name}
+
+
+def project_names(sb: Sandbox) -> list[str]:
+    """The names GET /projects lists, most recently active first."""
+    listed = call(sb, "GET", "/projects", workspace_id=sb.workspace_id)
+    return [p["name"] for p in listed.json()["projects"]]
 
 
 def requests_on(sb: Sandbox, route: str) -> list[dict[str, Any]]:
@@ -267,6 +280,22 @@ def test_create_project_answers_201_and_rejects_unknown_fields(sandbox):
     extra = call(sandbox, "POST", "/projects", body={**body, "description": "x"})
     assert extra.status_code == 400
     assert field_of(extra) == "description"
+
+
+def test_forbid_project_create_refuses_only_creation(sandbox):
+    """forbid_project_create: POST /projects is 403 saying why, creates nothing; the rest works."""
+    sandbox.faults.update(forbid_project_create=True)
+    before = project_names(sandbox)
+    refused = call(sandbox, "POST", "/projects", body=project_body(sandbox, "Autumn"))
+    assert refused.status_code == 403
+    assert error_of(refused) == {
+        "code": "forbidden",
+        "message": "This API key may not create projects.",
+    }
+    assert project_names(sandbox) == before
+    asset_id = ready_asset(sandbox)
+    attach = f"/projects/{sandbox.project_ids[0]}/assets/{asset_id}/attach"
+    assert call(sandbox, "POST", attach).status_code == 201
 
 
 def test_projects_query_filters_by_name(sandbox):
@@ -586,6 +615,116 @@ def test_idempotency_window_is_configurable(sandbox):
         for _ in range(2)
     ]
     assert statuses == [201, 201]
+
+
+# -- a slow project creation (issue 13: kill -9 between creation and the journal write) -------
+
+CREATE_DELAY = 0.5
+
+
+class Answered:
+    """A request sent from its own thread: its response (or error) and when it came back."""
+
+    def __init__(self, send: Callable[[], requests.Response]) -> None:
+        self.sent_at = time.monotonic()
+        self.response: requests.Response | None = None
+        self.error: requests.RequestException | None = None
+        self.at = 0.0
+        self._send = send
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.response = self._send()
+        except requests.RequestException as exc:
+            self.error = exc
+        self.at = time.monotonic()
+
+    def end(self) -> None:
+        self._thread.join(TIMEOUT)
+        assert not self._thread.is_alive(), "the request is still waiting"
+
+    def join(self) -> requests.Response:
+        self.end()
+        assert self.response is not None, f"no answer: {self.error}"
+        return self.response
+
+
+def _create_in_background(sb: Sandbox, name: str, key: str | None = None) -> Answered:
+    """POST /projects for ``name`` in a thread, once the project is listed (the answer waits)."""
+    headers = {"Idempotency-Key": key} if key else None
+    body = project_body(sb, name)
+    pending = Answered(lambda: call(sb, "POST", "/projects", body=body, headers=headers))
+    wait_until(lambda: name in project_names(sb), timeout=SHORT_TIMEOUT, message=f"{name} listed")
+    return pending
+
+
+def test_create_project_delay_answers_after_the_project_is_listed(sandbox):
+    """The project is listed before its delayed answer; other requests meanwhile are not held."""
+    sandbox.faults.update(create_project_delay_seconds=CREATE_DELAY)
+    pending = _create_in_background(sandbox, "Late")
+    listed_at = time.monotonic()
+    other = reserve(sandbox)
+    other_at = time.monotonic()
+    created = pending.join()
+    assert created.status_code == 201
+    assert created.json()["name"] == "Late"
+    assert listed_at < other_at < pending.at
+    assert pending.at - pending.sent_at >= CREATE_DELAY
+    assert other["status"] == "pending_upload"
+    assert other_at - listed_at < CREATE_DELAY
+    assert project_names(sandbox).count("Late") == 1
+
+
+def test_create_project_delay_duplicate_key_meanwhile_is_409(sandbox):
+    """Duplicate mode: the key sent again while the creation waits is 409; one project stays."""
+    sandbox.faults.update(create_project_delay_seconds=CREATE_DELAY)
+    pending = _create_in_background(sandbox, "Late", key="fs-create-late")
+    headers = {"Idempotency-Key": "fs-create-late"}
+    again = call(sandbox, "POST", "/projects", body=project_body(sandbox, "Late"), headers=headers)
+    assert again.status_code == 409
+    assert error_of(again)["code"] == "idempotency_duplicate"
+    assert pending.response is None
+    assert pending.join().status_code == 201
+    assert project_names(sandbox).count("Late") == 1
+
+
+def test_create_project_delay_replays_the_key_meanwhile_and_after(sandbox):
+    """Replay mode: the key sent again during or after the wait replays the created project."""
+    sandbox.faults.update(idempotency="replay", create_project_delay_seconds=CREATE_DELAY)
+    pending = _create_in_background(sandbox, "Late", key="fs-create-late")
+    body, headers = project_body(sandbox, "Late"), {"Idempotency-Key": "fs-create-late"}
+
+    def replayed() -> requests.Response | None:
+        answer = call(sandbox, "POST", "/projects", body=body, headers=headers)
+        return None if answer.status_code == 409 else answer  # 409 until the key is kept
+
+    meanwhile = wait_until(replayed, timeout=SHORT_TIMEOUT, message="the key replayed")
+    assert pending.response is None
+    first = pending.join()
+    after = call(sandbox, "POST", "/projects", body=body, headers=headers)
+    for answer in (meanwhile, after):
+        assert answer.status_code == 201
+        assert answer.headers["idempotent-replayed"] == "true"
+        assert answer.json()["project_id"] == first.json()["project_id"]
+    assert project_names(sandbox).count("Late") == 1
+
+
+def test_stop_ends_a_create_project_delay_at_once():
+    """stop() cuts create_project_delay_seconds short: the waiting handler thread ends at once."""
+    before = set(threading.enumerate())
+    sb = Sandbox(faults=Faults(create_project_delay_seconds=60.0)).start()
+    try:
+        pending = _create_in_background(sb, "Late")
+    finally:
+        sb.stop()
+    pending.end()
+    wait_until(
+        lambda: set(threading.enumerate()) <= before,
+        timeout=SHORT_TIMEOUT,
+        message="the sandbox's threads to end, long before the 60 s delay",
+    )
 
 
 # -- control, persistence, lifecycle of the server ------------------------------------------

@@ -244,6 +244,10 @@ def test_faults_update_validates_names_and_types():
         faults.update(malformed_rate=2.0)
     with pytest.raises(TypeError, match="replay_errors"):
         faults.update(replay_errors=1)
+    with pytest.raises(TypeError, match="forbid_project_create"):
+        faults.update(forbid_project_create="yes")
+    with pytest.raises(ValueError, match="create_project_delay_seconds"):
+        faults.update(create_project_delay_seconds=-0.5)
     assert faults.latency_seconds == 0.0
     faults.update(error_rate=0.25, forbidden_projects=["prj_a"], rate_limit_rps=2)
     assert (faults.error_rate, faults.forbidden_projects, faults.rate_limit_rps) == (
@@ -264,6 +268,8 @@ def test_faults_from_cli_style_options():
             "forbidden_projects": "prj_a, prj_b",
             "idempotency": "replay",
             "latency_seconds": None,
+            "forbid_project_create": "yes",
+            "create_project_delay_seconds": "0.5",
         }
     )
     assert faults.error_rate == 0.3
@@ -271,6 +277,7 @@ def test_faults_from_cli_style_options():
     assert (faults.rate_limit_rps, faults.rate_limit_burst) == (5.0, 3)
     assert faults.forbidden_projects == ["prj_a", "prj_b"]
     assert faults.idempotency_window() == 86400.0
+    assert (faults.forbid_project_create, faults.create_project_delay_seconds) == (True, 0.5)
     with pytest.raises(ValueError, match="error_rate"):
         Faults.from_options({"error_rate": "lots"})
     with pytest.raises(ValueError, match="nonsense"):
@@ -327,19 +334,22 @@ def test_expire_uploads_issues_expired_reservations(sandbox):
 
 
 def test_sandbox_cli_options_set_the_new_knobs():
-    """--strict-lifecycle, --replay-errors and --malformed-rate reach the Faults they start with."""
+    """The newer sandbox options (lifecycle, replay, malformed, project creation) reach Faults."""
     plain = faults_from_args(build_parser().parse_args(["sandbox"]))
     assert (plain.complete_without_bytes, plain.replay_errors, plain.malformed_rate) == (
         "repeat",
         False,
         0.0,
     )
+    assert (plain.forbid_project_create, plain.create_project_delay_seconds) == (False, 0.0)
     argv = ["sandbox", "--strict-lifecycle", "--idempotency", "replay", "--replay-errors"]
-    args = build_parser().parse_args([*argv, "--malformed-rate", "0.25"])
+    creation = ["--forbid-project-create", "--create-project-delay", "1.5"]
+    args = build_parser().parse_args([*argv, "--malformed-rate", "0.25", *creation])
     chosen = faults_from_args(args)
     assert chosen.complete_without_bytes == "lifecycle_error"
     assert (chosen.idempotency, chosen.replay_errors) == ("replay", True)
     assert chosen.malformed_rate == 0.25
+    assert (chosen.forbid_project_create, chosen.create_project_delay_seconds) == (True, 1.5)
 
 
 # -- strict lifecycle on complete (CONTRACT §7.2, §14 Q16) ------------------------------------

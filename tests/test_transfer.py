@@ -410,3 +410,28 @@ def test_instructions_that_are_always_expired_fail_bounded(rig: Rig) -> None:
     assert len(rig.routes(RENEW)) <= lifecycle.MAX_RENEWALS + 1
     assert rig.routes(UPLOAD) == []
     assert len(rig.sb.state()["assets"]) == 1
+
+
+# -- a lost reservation answer among files of the same name (issue 13) ----------------------------
+
+
+def test_a_lost_reservation_is_not_confused_with_another_file_of_the_same_name(rig: Rig) -> None:
+    """The answer to ``POST /assets`` is lost, and meanwhile another content's reservation of
+    the same file name is pending, unclaimed (subfolders full of ``render0.png``, a crash): the
+    recovery cannot tell them apart, so it reserves again; the other is never written into."""
+    job = rig.new_job("render0.png", seed=7)
+    transfer = rig.transfer()
+    rig.sb.faults.fail_next(RESERVE, drop="after", times=FAST.max_attempts)
+    with pytest.raises(errors.NetworkError):
+        transfer.run(job)  # the reservation landed; every answer about it was lost
+    other = rig.client.create_asset(
+        rig.sb.workspace_id,
+        file_name="render0.png",
+        content_type="image/png",
+        idempotency_key="another-content-whose-answer-was-lost",
+    ).asset_id
+    result = transfer.run(job)
+    _assert_stored(rig, job, result)
+    foreign = next(a for a in rig.sb.state()["assets"] if a["asset_id"] == other)
+    assert foreign["status"] == "pending_upload"
+    assert not foreign["uploads"]

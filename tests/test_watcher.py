@@ -47,12 +47,12 @@ class Recorder:
             self._calls.append(call)
 
     def _offer(self, path: str, folder: FolderConfig, closed: bool) -> None:
-        self._add("offer", path, folder.project_id, "closed" if closed else "open")
+        self._add("offer", path, folder.project_id or "", "closed" if closed else "open")
         if self._on_offer is not None:
             self._on_offer(path)
 
     def _walk(self, folder: FolderConfig, relpath: str) -> None:
-        self._add("walk", folder.project_id, relpath)
+        self._add("walk", folder.project_id or "", relpath)
 
     def _forget(self, path: str) -> None:
         self._add("forget", path)

@@ -1,7 +1,8 @@
 """``florasync check``: validate config, key, workspace, every mapped project and folder.
 
 Owns the check list and its one-line-per-check report. Changes nothing anywhere: no journal
-is created, no mutating request is sent.
+is created, no mutating request is sent. A project mapped by name (and each subfolder of a
+``projects_from_subfolders`` folder) is looked up: found, ambiguous, or would be created.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from florasync import errors
 from florasync.config import config, runtime
 from florasync.errors import ExitCode
 from florasync.flora import api
+from florasync.local import scanner
+from florasync.local.placement import NO_PROJECT, Target, Unplaced, own_target, subfolder_target
+from florasync.local.rules import FolderRules
+from florasync.sync import projects
 
 
 def _marks() -> tuple[str, str]:
@@ -118,26 +123,96 @@ def _check_workspace(client: api.FloraClient, cfg: config.Config, report: Report
 
 def _check_projects(client: api.FloraClient, cfg: config.Config, report: Report) -> None:
     for index, folder in enumerate(cfg.folders):
-        key = f"folders[{index}].project_id"
         try:
-            project = client.get_project(folder.project_id)
-        except (errors.NotFoundError, errors.ForbiddenError) as exc:
-            why = "not found" if isinstance(exc, errors.NotFoundError) else "forbidden"
-            report.fail(
-                "project",
-                f"{key}: {folder.project_id} is {why} for this key ({exc.code})",
-                ExitCode.USAGE,
-            )
-            continue
+            if folder.project_id is not None:
+                _check_project_id(client, cfg, index, report)
+            elif folder.project is not None:
+                key = f"folders[{index}].project.name"
+                _check_name(
+                    client, cfg, report, key=key, target=own_target(folder), path=folder.path
+                )
+            if folder.projects_from_subfolders is not None:
+                _check_subfolders(client, cfg, index, report)
         except errors.CredentialsError as exc:
-            report.fail("project", f"{key}: key refused ({exc})", ExitCode.CREDENTIALS)
+            report.fail("project", f"folders[{index}]: key refused ({exc})", ExitCode.CREDENTIALS)
             return
-        if project.workspace_id not in (None, cfg.workspace_id):
-            other = project.workspace_id
-            report.fail(
-                "project",
-                f"{key}: {folder.project_id} belongs to workspace {other}, not {cfg.workspace_id}",
-                ExitCode.USAGE,
-            )
+
+
+def _check_project_id(
+    client: api.FloraClient, cfg: config.Config, index: int, report: Report
+) -> None:
+    folder, key = cfg.folders[index], f"folders[{index}].project_id"
+    try:
+        project = client.get_project(folder.project_id or "")
+    except (errors.NotFoundError, errors.ForbiddenError) as exc:
+        why = "not found" if isinstance(exc, errors.NotFoundError) else "forbidden"
+        report.fail(
+            "project",
+            f"{key}: {folder.project_id} is {why} for this key ({exc.code})",
+            ExitCode.USAGE,
+        )
+        return
+    if project.workspace_id not in (None, cfg.workspace_id):
+        other = project.workspace_id
+        report.fail(
+            "project",
+            f"{key}: {folder.project_id} belongs to workspace {other}, not {cfg.workspace_id}",
+            ExitCode.USAGE,
+        )
+        return
+    report.ok("project", f"{folder.project_id} {project.name!r} <- {folder.path}")
+
+
+def _check_subfolders(
+    client: api.FloraClient, cfg: config.Config, index: int, report: Report
+) -> None:
+    """One line per subfolder: the project it is, or that it would be created (never made)."""
+    folder = cfg.folders[index]
+    assert folder.projects_from_subfolders is not None  # noqa: S101 -- checked by the caller
+    rules = FolderRules(tuple(folder.include), tuple(folder.exclude))
+    names = [n for n in scanner.subdirectories(folder.path) if not rules.is_excluded_dir(n)]
+    key = f"folders[{index}].projects_from_subfolders"
+    seen = 0
+    for dirname in names:
+        target = subfolder_target(dirname, rules, create=folder.projects_from_subfolders.create)
+        if isinstance(target, Unplaced):
+            if target.code != NO_PROJECT:  # hidden and ignored directories are no projects
+                report.fail(
+                    "project", f"{key}: {folder.path / dirname}: {target.message}", ExitCode.USAGE
+                )
             continue
-        report.ok("project", f"{folder.project_id} {project.name!r} <- {folder.path}")
+        seen += 1
+        _check_name(client, cfg, report, key=key, target=target, path=folder.path / dirname)
+    if not seen:
+        report.ok("projects", f"{folder.path} has no subfolders yet; each one will be a project")
+
+
+def _check_name(
+    client: api.FloraClient,
+    cfg: config.Config,
+    report: Report,
+    *,
+    key: str,
+    target: Target | None,
+    path: Path,
+) -> None:
+    """Whether the project of ``target``'s name exists, is ambiguous, or would be created."""
+    if target is None or target.name is None:
+        return
+    name = target.name
+    try:
+        found = projects.find_by_name(client, cfg.workspace_id, name)
+    except errors.CredentialsError:
+        raise
+    except errors.ApiError as exc:
+        report.fail("project", f"{key}: cannot look up {name!r}: {exc}", ExitCode.FAILED)
+        return
+    if len(found) > 1:
+        problem = projects.ambiguous(name, (p.project_id for p in found))
+        report.fail("project", f"{key}: {problem}", ExitCode.USAGE)
+    elif found:
+        report.ok("project", f"{name!r} is {found[0].project_id} <- {path}")
+    elif target.create:
+        report.ok("project", f"{name!r} would be created when its first file arrives <- {path}")
+    else:
+        report.fail("project", f"{key}: {projects.missing(name)}", ExitCode.USAGE)

@@ -53,6 +53,8 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
         replay_errors=args.replay_errors,
         upload_spelling=args.upload_spelling,
         forbidden_projects=list(args.forbid_project),
+        forbid_project_create=args.forbid_project_create,
+        create_project_delay_seconds=args.create_project_delay,
     )
 
 

@@ -1,5 +1,7 @@
 """``florasync status``: what the journal knows, per folder and project, and recent failures.
 
+A folder whose projects come from names shows one row per project it feeds, with the name.
+
 Owns the human and JSON renderings. The JSON schema is stable (docs/status.md): keys are only
 ever added. Reads the journal while a ``run`` is going (WAL readers do not block writers).
 """
@@ -11,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from florasync.config import runtime
+from florasync.config import config, runtime
 from florasync.errors import ExitCode
 from florasync.state import journal, runlock
 
@@ -39,7 +41,7 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
         "state_dir": str(cfg.state_dir),
         "workspace_id": cfg.workspace_id,
         "running": {"pid": pid} if pid else None,
-        "folders": [_folder_row(str(f.path), f.project_id) for f in cfg.folders],
+        "folders": [_configured_row(f) for f in cfg.folders],
         "assets": {},
         "links": {},
         "failures": [],
@@ -56,13 +58,21 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
 
 
 def _fill(report: dict[str, Any], j: journal.Journal, workspace_id: str, limit: int) -> None:
-    rows = {(f["path"], f["project_id"]): f for f in report["folders"]}
+    names = {row.project_id: name for name, row in j.project_names(workspace_id).items()}
+    configured = {f["path"] for f in report["folders"]}
+    rows: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for f in report["folders"]:
+        f["project_id"] = f["project_id"] or _journaled_id(j, workspace_id, f.get("project"))
+        rows[(f["path"], f["project_id"])] = f
     for folder, project_id, state, count in j.file_counts(workspace_id):
-        row = rows.get((folder, project_id))
-        if row is None:  # a folder no longer in the config
-            row = rows[(folder, project_id)] = _folder_row(folder, project_id, configured=False)
+        row = rows.get((folder, project_id or None))
+        if row is None:  # a project by subfolder, or a folder no longer in the config
+            row = _folder_row(folder, project_id or None, configured=folder in configured)
+            rows[(folder, project_id or None)] = row
             report["folders"].append(row)
+        row["project"] = row.get("project") or names.get(project_id)
         row[state] += count
+    report["folders"] = [f for f in report["folders"] if not _is_empty_placeholder(f, rows)]
     steps = j.step_counts(workspace_id)
     report["assets"], report["links"] = steps["assets"], steps["links"]
     report["failures"] = [
@@ -71,10 +81,30 @@ def _fill(report: dict[str, Any], j: journal.Journal, workspace_id: str, limit: 
     report["events"] = [event | {"at": _iso(event["at"])} for event in j.recent_events(limit)]
 
 
-def _folder_row(path: str, project_id: str, *, configured: bool = True) -> dict[str, Any]:
+def _journaled_id(j: journal.Journal, workspace_id: str, name: str | None) -> str | None:
+    known = j.project_names(workspace_id).get(name) if name else None
+    return known.project_id if known else None
+
+
+def _is_empty_placeholder(row: dict[str, Any], rows: dict[Any, dict[str, Any]]) -> bool:
+    """A subfolders folder's own row, once rows per project of it exist."""
+    if not row.get("projects_from_subfolders") or row["project_id"] or row.get("project"):
+        return False
+    return any(r is not row and r["path"] == row["path"] for r in rows.values())
+
+
+def _configured_row(folder: config.FolderConfig) -> dict[str, Any]:
+    row = _folder_row(str(folder.path), folder.project_id)
+    row["project"] = folder.project.name if folder.project else None
+    row["projects_from_subfolders"] = folder.projects_from_subfolders is not None
+    return row
+
+
+def _folder_row(path: str, project_id: str | None, *, configured: bool = True) -> dict[str, Any]:
     return {
         "path": path,
         "project_id": project_id,
+        "project": None,
         "configured": configured,
         "synced": 0,
         "pending": 0,
@@ -94,7 +124,7 @@ def render(report: dict[str, Any]) -> str:
     for f in report["folders"]:
         gone = "" if f["configured"] else "  (no longer configured)"
         lines.append(
-            f"folder:    {f['path']} -> {f['project_id']}: {f['synced']} synced, "
+            f"folder:    {f['path']} -> {_project_shown(f)}: {f['synced']} synced, "
             f"{f['pending']} pending, {f['failed']} failed{_skipped(f)}{gone}"
         )
     if report["assets"]:
@@ -125,3 +155,17 @@ def _iso(epoch: float | None) -> str | None:
     if not epoch:
         return None
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _project_shown(row: dict[str, Any]) -> str:
+    """``prj_X``, ``prj_X 'Name'``, ``'Name' (not created yet)`` or the subfolder rule."""
+    pid, name = row["project_id"], row.get("project")
+    if pid and name:
+        return f"{pid} {name!r}"
+    if name:
+        return f"{name!r} (not found or created yet)"
+    if pid:
+        return str(pid)
+    if row.get("projects_from_subfolders"):
+        return "a project per subfolder"
+    return "(no project)"

@@ -142,13 +142,66 @@ class ApiConfig(_Model):
         return value
 
 
+class ProjectByName(_Model):
+    """``project: {name: ..., create: ...}``: the workspace's project with exactly this name."""
+
+    name: str = Field(description="the project's exact name as text (quote a number: '2024')")
+    create: bool = Field(
+        default=False,
+        description="true: create the project when the workspace has none of that name",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _is_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                f"must not be empty; it is the FLORA project's name (got {_shown(value)})"
+            )
+        return value  # used exactly as written: the match is exact and case-sensitive (issue 13)
+
+
+class SubfolderProjects(_Model):
+    """``projects_from_subfolders``: each immediate subdirectory is the project of its name."""
+
+    create: bool = Field(
+        default=True,
+        description="true: create a subfolder's project when the workspace has none of that name",
+    )
+
+
+def _subfolder_projects(value: object) -> object:
+    """true, false (or null) and ``{create: ...}``, with one message for every other shape."""
+    if value is True:
+        return SubfolderProjects()
+    if value is False or value is None:
+        return None
+    if isinstance(value, dict | SubfolderProjects):
+        return value
+    raise ValueError(
+        f"must be true, false or a mapping {{create: true|false}} (got {_shown(value)})"
+    )
+
+
 class FolderConfig(_Model):
-    """One watched folder and the FLORA project its files are attached to."""
+    """One watched folder and the FLORA project(s) its files are attached to.
+
+    The project is given by id or by name, or each subfolder is one (``load`` checks that
+    exactly one way applies).
+    """
 
     path: UserPath = Field(description="a directory path")
-    project_id: str = Field(
-        pattern=r"^prj_\S+$", description="a FLORA project id starting with prj_ (e.g. prj_XXXX)"
+    project_id: str | None = Field(
+        default=None,
+        pattern=r"^prj_\S+$",
+        description="a FLORA project id starting with prj_ (e.g. prj_XXXX)",
     )
+    project: ProjectByName | None = Field(
+        default=None, description="a mapping {name: NAME, create: true|false}"
+    )
+    projects_from_subfolders: Annotated[
+        SubfolderProjects | None, BeforeValidator(_subfolder_projects)
+    ] = Field(default=None, description="true, false or a mapping {create: true|false}")
     recursive: bool = Field(default=True, description="true or false")
     include: tuple[str, ...] = Field(
         default=DEFAULT_INCLUDE, min_length=1, description="a non-empty list of glob patterns"
@@ -158,6 +211,14 @@ class FolderConfig(_Model):
         default="auto", description="one of auto, on, off"
     )
     after_upload: AfterUpload = Field(default="keep", description="keep, delete or {move: DIR}")
+
+    @property
+    def project_label(self) -> str:
+        """The project(s) as messages name them: ``prj_X``, ``project 'Name'``, or per subfolder."""
+        own = f"project {self.project.name!r}" if self.project else self.project_id
+        if self.projects_from_subfolders is None:
+            return own or "no project"
+        return "a project per subfolder" + (f" (root files: {own})" if own else "")
 
 
 class RetryConfig(_Model):
@@ -239,7 +300,8 @@ class Config(_Model):
     )
     metrics: MetricsConfig | None = Field(default=None, description="a mapping {listen: HOST:PORT}")
     folders: tuple[FolderConfig, ...] = Field(
-        min_length=1, description="a list of at least one folder mapping (path, project_id)"
+        min_length=1,
+        description="a list of at least one folder mapping (path, project_id or project)",
     )
     _source: Path | None = PrivateAttr(None)
 
@@ -305,6 +367,7 @@ def load(path: Path, env: Mapping[str, str] = os.environ) -> Config:
     except ValidationError as exc:
         raise _config_error(exc) from None
     cfg = _with_base_url_override(cfg, env)
+    _check_project_mappings(cfg.folders)
     _check_folder_overlaps(cfg.folders)
     _check_move_targets(cfg.folders)
     cfg._source = path  # private, so a user cannot set it from YAML
@@ -479,6 +542,28 @@ def _check_move_targets(folders: tuple[FolderConfig, ...]) -> None:
                 )
 
 
+def _check_project_mappings(folders: tuple[FolderConfig, ...]) -> None:
+    """Each folder says where its files go in exactly one way (issue 13)."""
+    for index, folder in enumerate(folders):
+        key = f"folders[{index}]"
+        if folder.project_id is not None and folder.project is not None:
+            raise ConfigError(
+                f"{key}.project", "give either project_id or project (by name), not both"
+            )
+        subfolders = folder.projects_from_subfolders is not None
+        if folder.project_id is None and folder.project is None and not subfolders:
+            raise ConfigError(
+                f"{key}.project_id",
+                "is missing; it must be a FLORA project id starting with prj_ (e.g. prj_XXXX), "
+                "or give project: {name: ...} or projects_from_subfolders: true",
+            )
+        if subfolders and not folder.recursive:
+            raise ConfigError(
+                f"{key}.projects_from_subfolders",
+                "needs recursive: true (the subfolders hold the projects' files)",
+            )
+
+
 def _check_folder_overlaps(folders: tuple[FolderConfig, ...]) -> None:
     """Refuse a folder mapped twice, or nested folders whose files would go two ways."""
     real = [_real(f.path) for f in folders]
@@ -498,16 +583,37 @@ def _overlap(
     if not (real_l.is_relative_to(real_e) or real_e.is_relative_to(real_l)):
         return None
     outer, inner = (earlier, later) if real_l.is_relative_to(real_e) else (later, earlier)
-    if earlier.project_id != later.project_id:
-        return (
-            f"{inner.path} is inside {outer.path} (nested with {name}), but they map to "
-            f"different projects ({earlier.project_id}, {later.project_id}); un-nest them"
-        )
+    conflict = _project_conflict(earlier, later)
+    if conflict:
+        return f"{inner.path} is inside {outer.path} (nested with {name}), but {conflict}"
     if not outer.recursive:
         return None
     if inner is later:
         return f"{later.path} is already covered by {name} ({earlier.path}, recursive)"
     return f"{later.path} (recursive) already covers {name} ({earlier.path}); remove one"
+
+
+def _project_conflict(earlier: FolderConfig, later: FolderConfig) -> str | None:
+    """Why nested folders' files would go two ways, or None when both map one same project."""
+    for folder in (earlier, later):
+        if folder.projects_from_subfolders is not None:
+            return (
+                f"{folder.path} maps {folder.project_label}; nested folders must map one and "
+                "the same project; un-nest them"
+            )
+    if _single_project(earlier) != _single_project(later):
+        return (
+            f"they map to different projects ({earlier.project_label}, {later.project_label}); "
+            "un-nest them"
+        )
+    return None
+
+
+def _single_project(folder: FolderConfig) -> tuple[str, str | None]:
+    """What identifies the folder's one project: its id, or its name (``create`` aside)."""
+    if folder.project is not None:
+        return ("name", folder.project.name)
+    return ("id", folder.project_id)
 
 
 def _real(path: Path) -> Path:

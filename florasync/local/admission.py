@@ -20,13 +20,14 @@ from typing import NamedTuple
 from florasync import errors
 from florasync.local import rules
 from florasync.local.identity import FileStat
+from florasync.local.placement import NO_PROJECT
 
 # Refusals that are the folder's policy, not a fault: ``florasync retry`` never puts them back.
 SYMLINK_ESCAPE = "symlink_escape"
 SYMLINK_LOOP = "symlink_loop"
 EXCLUDED = "excluded"
 NOT_REGULAR = "not_regular"
-POLICY_CODES = frozenset({SYMLINK_ESCAPE, SYMLINK_LOOP, EXCLUDED})
+POLICY_CODES = frozenset({SYMLINK_ESCAPE, SYMLINK_LOOP, EXCLUDED, NO_PROJECT})
 _MAX_KNOWN_DIRS = 10_000  # directories remembered as inside the folder (then forgotten at once)
 
 

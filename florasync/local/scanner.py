@@ -82,6 +82,16 @@ def scan(
         yield from walker.walk(first, stop)
 
 
+def subdirectories(root: Path) -> list[str]:
+    """The names of the directories directly in ``root`` (symlinks not followed), sorted; an
+    unreadable root has none."""
+    try:
+        with os.scandir(root) as entries:
+            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+
+
 @dataclass(frozen=True, slots=True)
 class _Dir:
     path: str  # as under the folder

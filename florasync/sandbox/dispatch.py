@@ -3,7 +3,8 @@
 Owns the route table under ``/api/v1`` and the order in which a request meets each stage
 (docs/design.md): scripted ``fail_next`` first, then the random error and drop rates, then the
 token bucket, then auth (CONTRACT §2), ``read_only``, idempotency (§5) and the endpoint, and
-last the malformed fault, which garbles a 2xx answer after idempotency remembered it.
+last the malformed fault, which garbles a 2xx answer after idempotency remembered it. A project
+just created is answered ``create_project_delay_seconds`` late, nothing locked meanwhile.
 Every request is logged in ``Traffic``; every 429 with ``Retry-After`` opens a window there.
 """
 
@@ -25,6 +26,9 @@ from florasync.sandbox.traffic import Traffic
 
 Endpoint = Callable[..., Reply]
 """``endpoint(ctx, request, *path_ids) -> Reply``; raises ``ApiFailure`` to answer an error."""
+Wait = Callable[[float], object]
+"""``wait(seconds)``: returns after ``seconds`` or earlier, when the sandbox stops."""
+CREATE_PROJECT = "POST /projects"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +68,9 @@ class Dispatcher:
         self._traffic = traffic
         self._idempotency = Idempotency(ctx)
 
-    def handle(self, req: Request) -> Outcome:
-        """Log ``req``, run it through the pipeline and log how it ended."""
+    def handle(self, req: Request, *, wait: Wait) -> Outcome:
+        """Log ``req``, run it through the pipeline and log how it ended; ``wait`` holds the
+        answer to a created project (``create_project_delay_seconds``)."""
         found = _match(req)
         seq = self._traffic.begin(
             method=req.method,
@@ -80,8 +85,17 @@ class Dispatcher:
             exclusive=found is not None and _exclusive(found[0], req),
         )
         outcome = self._pipeline(*found, req) if found else error_reply(404)
+        if found is not None:
+            self._hold(found[0], outcome, wait)
         self._finish(seq, req, outcome)
         return outcome
+
+    def _hold(self, route: Route, outcome: Outcome, wait: Wait) -> None:
+        """Delay the answer to a project just created: stored and its key kept, no lock held,
+        so a retry meanwhile meets the used key (issue 13: a kill -9 lands in this window)."""
+        delay = self._ctx.faults.create_project_delay_seconds
+        if delay > 0 and route.name == CREATE_PROJECT and _is_creation(outcome):
+            wait(delay)
 
     def _pipeline(self, route: Route, ids: tuple[str, ...], req: Request) -> Outcome:
         faults = self._ctx.faults
@@ -169,6 +183,13 @@ class Dispatcher:
         if outcome.status == 429 and retry_after is not None and req.bearer is not None:
             self._traffic.announce_window(req.bearer, float(retry_after), seq)
         self._traffic.finish(seq, outcome.status, replayed=outcome.is_replay)
+
+
+def _is_creation(outcome: Outcome) -> bool:
+    """Whether the endpoint ran and created (a fresh 201, maybe garbled; not a replay, not a
+    drop: a dropped answer is never sent, so there is nothing to delay)."""
+    real = outcome.real if isinstance(outcome, Garbled) else outcome
+    return isinstance(real, Reply) and real.status == 201 and not real.is_replay
 
 
 def _exclusive(route: Route, req: Request) -> bool:

@@ -80,6 +80,8 @@ FIELD_HELP: dict[str, str] = {
     "revoked": "every API call is refused with 401 invalid_api_key",
     "forbidden_projects": "project ids whose GET, nodes and attach answer 403",
     "read_only": "every mutating API call answers 403 forbidden",
+    "forbid_project_create": "POST /projects answers 403 forbidden (the key may not create)",
+    "create_project_delay_seconds": "POST /projects creates the project, then answers this late",
     "idempotency": "duplicate (409 on a reused key) or replay (first answer replayed)",
     "replay_errors": "replay mode also remembers and replays 4xx answers (but 429)",
     "idempotency_window_seconds": "how long a key is remembered (default 2 h; replay 24 h)",
@@ -137,6 +139,8 @@ class Faults:
     revoked: bool = False
     forbidden_projects: list[str] = field(default_factory=list)
     read_only: bool = False
+    forbid_project_create: bool = False
+    create_project_delay_seconds: float = 0.0
     idempotency: str = "duplicate"
     idempotency_window_seconds: float | None = None
     replay_errors: bool = False

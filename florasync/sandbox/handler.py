@@ -1,9 +1,10 @@
 """The HTTP request handler: one keep-alive connection, each request routed to its part.
 
 Owns the wire side of every request: parsing the URL and headers into a ``Request``, the
-latency fault, routing (API, upload target, asset files, control), writing JSON answers with
-``Content-Length`` and a ``request-id`` (CONTRACT §1), writing malformed answers as they are,
-and closing the connection for drops and truncated answers.
+latency fault and the stop-aware wait the API's delays use, routing (API, upload target, asset
+files, control), writing JSON answers with ``Content-Length`` and a ``request-id`` (CONTRACT
+§1), writing malformed answers as they are, and closing the connection for drops and truncated
+answers.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class Handler(BaseHTTPRequestHandler):
             arrived=arrived,
             connection=self.connection_number,
         )
-        return self._app.dispatcher.handle(req)
+        return self._app.dispatcher.handle(req, wait=self._app.stop.wait)
 
     def _upload_request(self, arrived: float) -> UploadRequest:
         return UploadRequest(

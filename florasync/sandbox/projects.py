@@ -1,7 +1,7 @@
 """The workspace and project endpoints: projects, their canvas nodes, attach (CONTRACT §9.1-§9.6).
 
-Owns project listing order ("recent activity"), the forbidden-project fault, and what attaching
-an asset twice does (``attach_mode``, CONTRACT §14 Q7).
+Owns project listing order ("recent activity"), the forbidden-project and forbidden-create
+faults, and what attaching an asset twice does (``attach_mode``, CONTRACT §14 Q7).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from florasync.sandbox.replies import ApiFailure, Reply, invalid
 from florasync.sandbox.store import Asset, Node, Project, new_id
 
 CREATE_FIELDS = ("workspace_id", "name")
+CREATE_FORBIDDEN = "This API key may not create projects."
 
 
 def list_workspaces(ctx: Context, req: Request) -> Reply:
@@ -34,7 +35,14 @@ def list_projects(ctx: Context, req: Request) -> Reply:
 
 
 def create_project(ctx: Context, req: Request) -> Reply:
-    """``POST /projects``: 201 with the new project (CONTRACT §9.3)."""
+    """``POST /projects``: 201 with the new project (CONTRACT §9.3).
+
+    Raises:
+        ApiFailure: 403 ``forbid_project_create`` fault, 400 a bad body or name.
+    """
+    if ctx.faults.forbid_project_create:
+        # a key with a read-only role may not create projects (CONTRACT §9.3, seed 000)
+        raise ApiFailure(403, "forbidden", CREATE_FORBIDDEN)
     body = params.json_object(req)
     params.reject_unknown(body, CREATE_FIELDS)
     params.own_workspace(ctx, params.required_string(body, "workspace_id"))

@@ -64,6 +64,13 @@ _MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, folder TEXT,
         kind TEXT NOT NULL, message TEXT NOT NULL);
     """,
+    # issue 13: projects found or created by name; create_key is journaled before the POST
+    """
+    CREATE TABLE projects (
+        workspace_id TEXT NOT NULL, name TEXT NOT NULL, project_id TEXT,
+        create_key TEXT, create_at REAL, updated_at REAL NOT NULL,
+        PRIMARY KEY (workspace_id, name));
+    """,
 )
 MAX_EVENTS = 500
 
@@ -97,6 +104,16 @@ KnownFile = tuple[
 to that project and its content's link there is attached. A plain tuple as SQLite returns it: a
 rescan reads one per known file, and a named tuple built per row cost more than the query's
 join (issue 12)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectName:
+    """What the journal knows of a project mapped by name: its id once found or created, and
+    the Idempotency-Key of a ``POST /projects`` that may have gone out (``create_key``)."""
+
+    name: str
+    project_id: str | None
+    create_key: str | None
 
 
 class CachedFile(NamedTuple):
@@ -341,6 +358,41 @@ class Journal:
     def _save(self, rec: AssetRecord | LinkRecord, *, durable: bool) -> None:
         sql, row = _save_statement(rec)
         self._apply(lambda c: c.execute(sql, (*row, time.time())), durable=durable)
+
+    # -- projects by name ---------------------------------------------------------------------
+
+    def project_names(self, workspace_id: str) -> dict[str, ProjectName]:
+        """Every project name the journal knows in ``workspace_id``, by name."""
+        rows = self._conn().execute(
+            "SELECT name, project_id, create_key FROM projects WHERE workspace_id = ?",
+            (workspace_id,),
+        )
+        return {r[0]: ProjectName(r[0], r[1], r[2]) for r in rows}
+
+    def begin_project_create(self, workspace_id: str, name: str, create_key: str) -> None:
+        """Note durably, before the request leaves, that ``POST /projects`` for ``name`` is
+        sent with ``create_key``: after a crash the name is looked up before it is created."""
+        self._apply(
+            lambda c: c.execute(
+                "INSERT INTO projects (workspace_id, name, create_key, create_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO UPDATE SET"
+                " create_key = excluded.create_key, create_at = excluded.create_at,"
+                " updated_at = excluded.updated_at",
+                (workspace_id, name, create_key, time.time(), time.time()),
+            ),
+            durable=True,
+        )
+
+    def record_project(self, workspace_id: str, name: str, project_id: str) -> None:
+        """``name`` is the project ``project_id`` (found by name, or created)."""
+        self._apply(
+            lambda c: c.execute(
+                "INSERT INTO projects (workspace_id, name, project_id, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO UPDATE SET"
+                " project_id = excluded.project_id, updated_at = excluded.updated_at",
+                (workspace_id, name, project_id, time.time()),
+            )
+        )
 
     # -- status and retry ---------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ one-worker-per-content lock, retries of deferred and changed files, shutdown, an
 that every file handed over gets exactly one outcome whatever is raised (issue 11). Every file
 enters through ``offer`` and is admitted by its folder's ``Gate`` each time it is looked at.
 A file offered with a close-after-write (a user's save) takes the fast lanes of both queues and
-a hash thread of its own, so it never waits behind a backlog (``lanes``, issue 12).
+a hash thread of its own, so it never waits behind a backlog (``lanes``, issue 12). A file's
+project comes from ``placement``; a project mapped by name is resolved by a network worker
+(``projects``), never by the scan or the watcher (issue 13).
 What a job does is ``transfer``'s business; which files exist is the scanner's and the watcher's.
 """
 
@@ -26,6 +28,7 @@ from florasync.config.config import FolderConfig
 from florasync.local import after_upload, identity
 from florasync.local.admission import Gate, Refusal
 from florasync.local.identity import FileStat
+from florasync.local.placement import NO_PROJECT, Target, Unplaced, target_for
 from florasync.local.rules import FolderRules
 from florasync.local.settle import Settler
 from florasync.state.catalog import Catalog
@@ -33,6 +36,7 @@ from florasync.state.journal import FileEntry, Journal
 from florasync.state.lifecycle import Failure
 from florasync.sync.lanes import Lanes
 from florasync.sync.outcomes import SYNCED, NoProgress, Progress, Summary, log_outcome
+from florasync.sync.projects import ProjectNames
 from florasync.sync.timers import IDLE_POLL_SECONDS, Timers
 from florasync.sync.transfer import Job, Outcome, Result, Transfer
 
@@ -100,6 +104,7 @@ class Pipeline:
         retry_deferred: bool = False,
         on_refused: Callable[[errors.CredentialsError], None] | None = None,
         progress: Progress | None = None,
+        projects: ProjectNames | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workspace_id = workspace_id
@@ -128,6 +133,9 @@ class Pipeline:
             probe=self._admit,
         )
         self._catalog = Catalog(journal, workspace_id, full_scan=False)
+        self.projects = projects or ProjectNames(
+            journal, workspace_id, lambda: self._transfer_for().client
+        )
         self._mutex = threading.Condition()
         self._outstanding = 0
         self._busy = 0
@@ -267,6 +275,17 @@ class Pipeline:
                 self._gates[root] = known
             return known[1]
 
+    def target(self, folder: FolderConfig, path: str) -> Target | Unplaced:
+        """The project ``path`` belongs to (``placement``; a name may still need resolving)."""
+        if folder.projects_from_subfolders is None and folder.project_id is not None:
+            return Target(project_id=folder.project_id)  # the common case, once per file
+        return target_for(folder, self._gate(folder).rules, path)
+
+    def known_project(self, folder: FolderConfig, path: str) -> str:
+        """The project id of ``path`` when known without asking FLORA, else ""."""
+        target = self.target(folder, path)
+        return "" if isinstance(target, Unplaced) else self.projects.known(target) or ""
+
     def _settled(self, path: str, offer: _Offer, stat: FileStat) -> None:
         digest = offer.digest if offer.digest_stat == stat else None  # stale if it changed since
         classified = offer.classified and digest is not None
@@ -303,9 +322,15 @@ class Pipeline:
             self._guard(item, self._examine)
 
     def _examine(self, item: Item) -> None:
+        target = self.target(item.folder, item.path)
+        if isinstance(target, Unplaced):
+            outcome = Outcome.SKIPPED if target.code == NO_PROJECT else Outcome.FAILED
+            self._problem(item, target.code, target.message, outcome=outcome)
+            return
+        project_id = self.projects.known(target) or ""  # "": a worker resolves the name
         digest = item.digest
         if not item.classified:
-            verdict = self._catalog.classify(item.path, item.stat, item.folder.project_id)
+            verdict = self._catalog.classify(item.path, item.stat, project_id)
             if verdict.unchanged and not after_upload.wants_action(item.folder):
                 self._finish(item, Outcome.UNCHANGED, None)
                 return
@@ -330,7 +355,7 @@ class Pipeline:
         job = Job(
             item.path,
             str(item.folder.path),
-            item.folder.project_id,
+            project_id,
             stat,
             digest,
             item.path.rpartition("/")[2],
@@ -392,23 +417,38 @@ class Pipeline:
             self._defer(item, job, Result(Outcome.DEFERRED, None, "insufficient_credits", message))
             return
         started = self._clock()
-        with self._content_lock(job.digest) as shared:
-            try:
-                result = self._transfer_for().run(job)
-            except errors.CredentialsError as exc:
-                if self._on_refused is None:
-                    raise  # one-shot: fatal for the whole process (exit 3)
-                self._park(item, job, exc)
-                return
-            except errors.PaymentRequiredError as exc:
-                self._pause(exc)
-                code = exc.code or "insufficient_credits"
-                result = Result(Outcome.DEFERRED, None, code, str(exc))
-            except errors.TransientError as exc:
-                result = Result(Outcome.DEFERRED, None, exc.code or type(exc).__name__, str(exc))
-            with self._mutex:
-                siblings = shared.users > 1  # files with the same bytes wait for this lock
+        siblings = False
+        try:
+            if not job.project_id:  # mapped by name: found (or created) here, once per name
+                job = replace(job, project_id=self._resolve(item))
+            with self._content_lock(job.digest) as shared:
+                try:
+                    result = self._transfer_for().run(job)
+                finally:
+                    with self._mutex:
+                        siblings = shared.users > 1  # files with the same bytes wait for it
+        except errors.CredentialsError as exc:
+            if self._on_refused is None:
+                raise  # one-shot: fatal for the whole process (exit 3)
+            self._park(item, job, exc)
+            return
+        except errors.ProjectUnavailableError as exc:
+            self._problem(item, exc.code, exc.message)
+            return
+        except errors.PaymentRequiredError as exc:
+            self._pause(exc)
+            code = exc.code or "insufficient_credits"
+            result = Result(Outcome.DEFERRED, None, code, str(exc))
+        except errors.TransientError as exc:
+            result = Result(Outcome.DEFERRED, None, exc.code or type(exc).__name__, str(exc))
         self._conclude(item, job, result, self._clock() - started, siblings=siblings)
+
+    def _resolve(self, item: Item) -> str:
+        """The project id of ``item``, asking FLORA for a name (raises what ``resolve`` does)."""
+        target = self.target(item.folder, item.path)
+        if isinstance(target, Unplaced):  # the folder changed by a reload since it was hashed
+            raise errors.ProjectUnavailableError("", target.message, code=target.code)
+        return self.projects.resolve(target)
 
     def _conclude(
         self, item: Item, job: Job, result: Result, seconds: float, *, siblings: bool = False
@@ -571,8 +611,8 @@ class Pipeline:
         """
         failure = Failure(code, message, time.time())
         recorded = item.stat if keep_stat else None
-        folder = item.folder
-        entry = FileEntry(item.path, str(folder.path), folder.project_id, recorded, None, failure)
+        project_id = self.known_project(item.folder, item.path)
+        entry = FileEntry(item.path, str(item.folder.path), project_id, recorded, None, failure)
         self._journal_safely(lambda: self._journal.record_file(entry))
         if outcome == Outcome.SKIPPED:
             log.warning("%s: %s (%s); not followed", item.path, message, code)

@@ -87,7 +87,7 @@ def _take(
     """
     count.files += 1
     path = cand.abspath
-    verdict = catalog.classify(path, cand.stat, folder.project_id)
+    verdict = catalog.classify(path, cand.stat, pipeline.known_project(folder, path))
     if verdict.unchanged and not acts_after_upload:
         count.unchanged += 1
         pipeline.note(Outcome.UNCHANGED, cand.stat.size)
@@ -102,7 +102,8 @@ def _record_problem(
     journal: Journal, pipeline: Pipeline, folder: FolderConfig, problem: scanner.ScanProblem
 ) -> None:
     failure = Failure(problem.code, problem.message, time.time())
-    entry = FileEntry(problem.path, str(folder.path), folder.project_id, None, None, failure)
+    project_id = pipeline.known_project(folder, problem.path)
+    entry = FileEntry(problem.path, str(folder.path), project_id, None, None, failure)
     journal.record_file(entry)
     skipped = problem.code in _SKIPPED_CODES
     log.warning(

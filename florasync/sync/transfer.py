@@ -97,6 +97,11 @@ class Transfer:
         self._clock = clock
         self._on_bytes = on_bytes
 
+    @property
+    def client(self) -> api.FloraClient:
+        """The API client the jobs use (``projects`` resolves names with it)."""
+        return self._client
+
     def run(self, job: Job) -> Result:
         """Bring ``job`` to attached, or as far as possible; the journal holds where it stopped
         (committed by the time this returns or raises: results are recorded without waiting,
@@ -190,19 +195,33 @@ class Transfer:
         return self._save(self._apply(rec, asset, Source.RESERVE))
 
     def _recover_reservation(self, rec: AssetRecord) -> AssetRecord:
-        """After 409 ``idempotency_duplicate``: find the asset the lost answer described (Q2)."""
+        """After 409 ``idempotency_duplicate``: find the asset the lost answer described (Q2).
+
+        Our own reservation is among the unclaimed pending assets of that name (the 409 says it
+        landed), so a single one is ours. Several (files of the same name in other folders whose
+        answers were lost too, issue 13) cannot be told apart: reserve again, leave the orphan.
+        """
         since = (rec.reserved_at or 0.0) - 600.0  # generous for clock skew
         self._journal.flush()  # claims of other contents must be visible before we claim
-        for asset in self._client.list_assets(workspace_id=self.workspace_id, query=rec.file_name):
-            if (
-                asset.name == rec.file_name
-                and asset.status == "pending_upload"
-                and (asset.created_at is None or asset.created_at >= since)
-                and self._journal.claim_asset_id(rec, asset.asset_id)
-            ):
-                log.info("recovered reservation %s for %s", asset.asset_id, rec.file_name)
-                return self._save(lifecycle.adopt_reservation(rec, asset.asset_id))
-        reason = "a reservation was accepted but cannot be found; reserving again"
+        listed = self._client.list_assets(workspace_id=self.workspace_id, query=rec.file_name)
+        candidates = [
+            asset.asset_id
+            for asset in listed
+            if asset.name == rec.file_name
+            and asset.status == "pending_upload"
+            and (asset.created_at is None or asset.created_at >= since)
+            and self._journal.claim_asset_id(rec, asset.asset_id)
+        ]
+        if len(candidates) == 1:
+            log.info("recovered reservation %s for %s", candidates[0], rec.file_name)
+            return self._save(lifecycle.adopt_reservation(rec, candidates[0]))
+        if candidates:
+            reason = (
+                f"a reservation was accepted but {len(candidates)} pending assets are called "
+                f"{rec.file_name!r}; reserving again"
+            )
+        else:
+            reason = "a reservation was accepted but cannot be found; reserving again"
         return self._save(lifecycle.reservation_lost(rec, self._clock(), reason))
 
     def _renew(self, rec: AssetRecord) -> AssetRecord:
