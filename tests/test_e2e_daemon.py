@@ -357,3 +357,39 @@ def test_a_save_during_a_backlog_goes_before_it(env: SyncEnv, tmp_path: Path, ba
     assert len(times) < BACKLOG, "the backlog was drained before the save: nothing was measured"
     assert synced(env, save)
     assert [a["name"] for a in env.sb.state()["assets"]].count("shot.png") == 1
+
+
+def _project_named(env: SyncEnv, name: str) -> str | None:
+    ids = [p["project_id"] for p in env.sb.state(requests=False)["projects"] if p["name"] == name]
+    assert len(ids) <= 1, f"{len(ids)} projects called {name!r}"
+    return ids[0] if ids else None
+
+
+def test_a_new_subfolder_becomes_a_project_while_running(env: SyncEnv, tmp_path: Path) -> None:
+    """With projects_from_subfolders, a subfolder made while the daemon runs is a project of
+    its name within seconds, its files attached there; renamed, its files follow the new name
+    by attach only (no upload), and the old project keeps them."""
+    root = tmp_path / "campaigns"
+    root.mkdir()
+    env.write_config(folders=[{"path": str(root), "projects_from_subfolders": True}])
+    with running(env, tmp_path):
+        started = time.monotonic()
+        files = [root / "Launch Day" / "shots" / f"s{n}.png" for n in range(3)]
+        for n, path in enumerate(files):
+            write_file(path, 5000, seed=300 + n)
+
+        def attached(name: str) -> bool:
+            project = _project_named(env, name)
+            return project is not None and all(synced(env, f, project) for f in files)
+
+        wait_until(lambda: attached("Launch Day"), message="the new subfolder's project")
+        print(f"new subfolder -> project with its files: {time.monotonic() - started:.2f} s")
+        uploads = len(env.sb.state()["assets"])
+        (root / "Launch Day").rename(root / "Launch Week")
+        files = [root / "Launch Week" / "shots" / f.name for f in files]
+        wait_until(lambda: attached("Launch Week"), message="the renamed subfolder's project")
+    state = env.sb.state()
+    assert len(state["assets"]) == uploads, "a rename attaches, it never uploads again"
+    old = _project_named(env, "Launch Day")
+    assert old is not None
+    assert len(state["nodes"][old]) == len(files)

@@ -18,7 +18,7 @@ from florasync.config import config, runtime
 from florasync.errors import ExitCode
 from florasync.flora import api
 from florasync.local import scanner
-from florasync.local.placement import NO_PROJECT, Target, Unplaced, own_target, subfolder_target
+from florasync.local.placement import NO_PROJECT, Target, Unplaced, own_target, subfolder_targets
 from florasync.local.rules import FolderRules
 from florasync.sync import projects
 
@@ -170,16 +170,14 @@ def _check_subfolders(
     folder = cfg.folders[index]
     assert folder.projects_from_subfolders is not None  # noqa: S101 -- checked by the caller
     rules = FolderRules(tuple(folder.include), tuple(folder.exclude))
-    names = [n for n in scanner.subdirectories(folder.path) if not rules.is_excluded_dir(n)]
+    dirnames = scanner.subdirectories(folder.path)
     key = f"folders[{index}].projects_from_subfolders"
     seen = 0
-    for dirname in names:
-        target = subfolder_target(dirname, rules, create=folder.projects_from_subfolders.create)
+    for dirname, target in subfolder_targets(folder, rules, dirnames):
         if isinstance(target, Unplaced):
             if target.code != NO_PROJECT:  # hidden and ignored directories are no projects
-                report.fail(
-                    "project", f"{key}: {folder.path / dirname}: {target.message}", ExitCode.USAGE
-                )
+                where = folder.path / dirname
+                report.fail("project", f"{key}: {where}: {target.message}", ExitCode.USAGE)
             continue
         seen += 1
         _check_name(client, cfg, report, key=key, target=target, path=folder.path / dirname)

@@ -1,8 +1,9 @@
 """``florasync demo``: florasync end to end against a built-in sandbox, no account needed.
 
-Owns the guided tour: start a sandbox, write sample images into two folders mapped to two
-projects, run ``check``, ``projects`` and ``run --scan``, copy a file into the other project's
-folder (reused, only attached), rescan (nothing to do), and print what landed where.
+Owns the guided tour: start a sandbox, write sample images into three folders (one mapped by
+project id, one by project name, one whose subfolders are projects), run ``check``,
+``projects`` and ``run --scan``, copy a file into another project's folder (reused, only
+attached), add a subfolder (a new project), rescan (nothing to do), and print what landed where.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -41,12 +43,19 @@ def demo(*, files: int = 12, keep: bool = False) -> ExitCode:
 
 
 def _tour(sb: Sandbox, workdir: Path, files: int) -> ExitCode:
-    spring, shots = workdir / "spring-campaign", workdir / "product-shots"
-    first, second = sb.project_ids[0], sb.project_ids[1]
-    config_path = _write_config(workdir, sb, {spring: first, shots: second})
+    spring, shots, campaigns = (
+        workdir / d for d in ("spring-campaign", "product-shots", "campaigns")
+    )
+    names = sb.project_names()
+    folders: list[dict[str, Any]] = [
+        {"path": str(spring), "project_id": sb.project_ids[0]},
+        {"path": str(shots), "project": {"name": names[sb.project_ids[1]]}},
+        {"path": str(campaigns), "projects_from_subfolders": True},
+    ]
+    config_path = _write_config(workdir, sb, folders)
+    places = (spring, shots, campaigns / "Autumn Launch", campaigns / "Lookbook 2027")
     for n in range(files):
-        folder = spring if n % 2 == 0 else shots
-        _write_png(folder / f"render-{n:03d}.png", seed=n)
+        _write_png(places[n % len(places)] / f"render-{n:03d}.png", seed=n)
     cfg = str(config_path)
     _title(f"sandbox at {sb.base_url}; {files} sample images in {workdir}")
     _title(f"florasync check -c {config_path.name}")
@@ -56,8 +65,11 @@ def _tour(sb: Sandbox, workdir: Path, files: int) -> ExitCode:
     projects.projects(config_path=cfg, as_json=False)
     _title("florasync run --scan")
     code = run.scan(config_path=cfg)
-    _title("same bytes copied into the other project's folder: reused, only attached")
+    _title("same bytes copied into another project's folder: reused, only attached")
     shutil.copy2(spring / "render-000.png", shots / "copy-of-render-000.png")
+    run.scan(config_path=cfg)
+    _title("a new subfolder of campaigns/: a new project of its name, created once")
+    _write_png(campaigns / "Winter Teaser" / "teaser.png", seed=files)
     run.scan(config_path=cfg)
     _title("rescan: nothing changed, nothing sent")
     run.scan(config_path=cfg)
@@ -68,16 +80,16 @@ def _tour(sb: Sandbox, workdir: Path, files: int) -> ExitCode:
     return code
 
 
-def _write_config(workdir: Path, sb: Sandbox, folders: dict[Path, str]) -> Path:
+def _write_config(workdir: Path, sb: Sandbox, folders: list[dict[str, Any]]) -> Path:
     doc = {
         "api": {"base_url": sb.base_url},
         "workspace_id": sb.workspace_id,
         "state_dir": str(workdir / "state"),
         "workers": 4,
-        "folders": [{"path": str(p), "project_id": pid} for p, pid in folders.items()],
+        "folders": folders,
     }
-    for path in folders:
-        path.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        Path(folder["path"]).mkdir(parents=True, exist_ok=True)
     config_path = workdir / "florasync.yaml"
     config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return config_path

@@ -9,6 +9,7 @@ is ``sync.projects``' job.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from florasync.config.config import FolderConfig
@@ -41,7 +42,8 @@ def target_for(folder: FolderConfig, rules: FolderRules, path: str) -> Target | 
     """The project of ``path`` (absolute, below ``folder.path``)."""
     subfolders = folder.projects_from_subfolders
     if subfolders is not None:
-        relpath = path[len(str(folder.path)) + 1 :]
+        root = str(folder.path)
+        relpath = path[len(root) + (not root.endswith("/")) :]  # the root may be "/" itself
         top, slash, _ = relpath.partition("/")
         if slash:
             return subfolder_target(top, rules, create=subfolders.create)
@@ -65,6 +67,10 @@ def subfolder_target(dirname: str, rules: FolderRules, *, create: bool) -> Targe
     """The project an immediate subdirectory called ``dirname`` stands for."""
     if rules.is_ignored_dir(dirname):
         return Unplaced(NO_PROJECT, f"the directory {dirname!r} is ignored; it is no project")
+    if not dirname.strip():
+        return Unplaced(
+            "bad_project_name", f"the directory name {dirname!r} is blank; a project needs a name"
+        )
     try:
         dirname.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes in the name (os.fsdecode's surrogates)
@@ -74,3 +80,27 @@ def subfolder_target(dirname: str, rules: FolderRules, *, create: bool) -> Targe
         )
     # macOS stores names decomposed (NFD); FLORA and people type them composed
     return Target(name=unicodedata.normalize("NFC", dirname), create=create)
+
+
+def subfolder_targets(
+    folder: FolderConfig, rules: FolderRules, dirnames: Iterable[str]
+) -> list[tuple[str, Target | Unplaced]]:
+    """The project each of ``dirnames`` (the folder's immediate subdirectories) stands for;
+    directories the folder's rules exclude are left out."""
+    subfolders = folder.projects_from_subfolders
+    if subfolders is None:
+        return []
+    return [
+        (name, subfolder_target(name, rules, create=subfolders.create))
+        for name in dirnames
+        if not rules.is_excluded_dir(name)
+    ]
+
+
+def mapped_targets(
+    folder: FolderConfig, rules: FolderRules, dirnames: Iterable[str]
+) -> list[Target]:
+    """Every project the folder maps now: its own, and one per (usable) subfolder."""
+    own = own_target(folder)
+    subs = [t for _, t in subfolder_targets(folder, rules, dirnames) if isinstance(t, Target)]
+    return ([own] if own else []) + subs

@@ -360,6 +360,7 @@ class Daemon:
             log.warning("changed settings that take effect after a restart: %s", changed)
         self.rt.cfg = new.cfg
         self.engine.set_api_key(new.key)
+        self.engine.pipeline.projects.forget_failures()  # a new key or role may create them now
         self._reloads += 1
         self._rearm(new.added)
         message = (

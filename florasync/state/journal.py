@@ -68,7 +68,8 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE projects (
         workspace_id TEXT NOT NULL, name TEXT NOT NULL, project_id TEXT,
-        create_key TEXT, create_at REAL, updated_at REAL NOT NULL,
+        create_key TEXT, create_at REAL, generation INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL,
         PRIMARY KEY (workspace_id, name));
     """,
 )
@@ -108,12 +109,14 @@ join (issue 12)."""
 
 @dataclass(frozen=True, slots=True)
 class ProjectName:
-    """What the journal knows of a project mapped by name: its id once found or created, and
-    the Idempotency-Key of a ``POST /projects`` that may have gone out (``create_key``)."""
+    """What the journal knows of a project mapped by name: its id once found or created, the
+    Idempotency-Key of a ``POST /projects`` that may have gone out (``create_key``), and the
+    key generation the next create uses (a refused create's key is never sent again)."""
 
     name: str
     project_id: str | None
     create_key: str | None
+    generation: int = 0
 
 
 class CachedFile(NamedTuple):
@@ -364,23 +367,37 @@ class Journal:
     def project_names(self, workspace_id: str) -> dict[str, ProjectName]:
         """Every project name the journal knows in ``workspace_id``, by name."""
         rows = self._conn().execute(
-            "SELECT name, project_id, create_key FROM projects WHERE workspace_id = ?",
+            "SELECT name, project_id, create_key, generation FROM projects WHERE workspace_id = ?",
             (workspace_id,),
         )
-        return {r[0]: ProjectName(r[0], r[1], r[2]) for r in rows}
+        return {r[0]: ProjectName(r[0], r[1], r[2], r[3]) for r in rows}
 
-    def begin_project_create(self, workspace_id: str, name: str, create_key: str) -> None:
+    def begin_project_create(
+        self, workspace_id: str, name: str, create_key: str, generation: int = 0
+    ) -> None:
         """Note durably, before the request leaves, that ``POST /projects`` for ``name`` is
         sent with ``create_key``: after a crash the name is looked up before it is created."""
+        now = time.time()
         self._apply(
             lambda c: c.execute(
-                "INSERT INTO projects (workspace_id, name, create_key, create_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO UPDATE SET"
-                " create_key = excluded.create_key, create_at = excluded.create_at,"
-                " updated_at = excluded.updated_at",
-                (workspace_id, name, create_key, time.time(), time.time()),
+                "INSERT INTO projects (workspace_id, name, create_key, create_at, generation,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO UPDATE"
+                " SET create_key = excluded.create_key, create_at = excluded.create_at,"
+                " generation = excluded.generation, updated_at = excluded.updated_at",
+                (workspace_id, name, create_key, now, generation, now),
             ),
             durable=True,
+        )
+
+    def refuse_project_create(self, workspace_id: str, name: str, next_generation: int) -> None:
+        """FLORA refused the create for good (403, 400): its key is spent; the next try of
+        ``name`` (after a ``retry``, a reload, or a minute) uses ``next_generation``."""
+        self._apply(
+            lambda c: c.execute(
+                "UPDATE projects SET create_key = NULL, generation = ?, updated_at = ?"
+                " WHERE workspace_id = ? AND name = ?",
+                (next_generation, time.time(), workspace_id, name),
+            )
         )
 
     def record_project(self, workspace_id: str, name: str, project_id: str) -> None:

@@ -35,10 +35,11 @@ def find_by_name(client: api.FloraClient, workspace_id: str, name: str) -> list[
     return _exact(client.list_projects(workspace_id, query=name), workspace_id, name)
 
 
-def create_key(workspace_id: str, name: str) -> str:
-    """The Idempotency-Key of creating ``name``: the same for every try, process and host."""
+def create_key(workspace_id: str, name: str, generation: int = 0) -> str:
+    """The Idempotency-Key of creating ``name``: the same for every try, process and host
+    (a new ``generation`` only after FLORA refused the create for good)."""
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()
-    return identity.idempotency_key("project", digest, workspace_id)
+    return identity.idempotency_key("project", digest, workspace_id, generation)
 
 
 def ambiguous(name: str, ids: Iterable[str]) -> errors.ProjectUnavailableError:
@@ -81,7 +82,8 @@ class ProjectNames:
         self._clock = clock
         self._mutex = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
-        self._failed: dict[str, tuple[float, errors.ProjectUnavailableError]] = {}
+        # by (name, create): a name missing for one folder may still be created for another
+        self._failed: dict[tuple[str, bool], tuple[float, errors.ProjectUnavailableError]] = {}
         self._ids: dict[str, str] = {
             name: row.project_id
             for name, row in journal.project_names(workspace_id).items()
@@ -120,12 +122,12 @@ class ProjectNames:
             known = self.known(target)
             if known is not None:
                 return known
-            self._raise_if_failed(name)
+            self._raise_if_failed((name, target.create))
             try:
                 project_id = self._find_or_create(name, create=target.create)
             except errors.ProjectUnavailableError as exc:
                 with self._mutex:
-                    self._failed[name] = (self._clock(), exc)
+                    self._failed[(name, target.create)] = (self._clock(), exc)
                 log.error("%s", exc)  # noqa: TRY400 -- the message says it all
                 raise
             with self._mutex:
@@ -136,9 +138,9 @@ class ProjectNames:
         with self._mutex:
             return self._locks.setdefault(name, threading.Lock())
 
-    def _raise_if_failed(self, name: str) -> None:
+    def _raise_if_failed(self, key: tuple[str, bool]) -> None:
         with self._mutex:
-            failed = self._failed.get(name)
+            failed = self._failed.get(key)
         if failed is not None and self._clock() - failed[0] < FAILURE_MEMORY_SECONDS:
             raise failed[1]
 
@@ -158,20 +160,19 @@ class ProjectNames:
 
     def _create(self, client: api.FloraClient, name: str) -> str:
         stored = self._journal.project_names(self._workspace_id).get(name)
+        generation = stored.generation if stored else 0
         key = stored.create_key if stored and stored.create_key else None
-        key = key or create_key(self._workspace_id, name)
-        self._journal.begin_project_create(self._workspace_id, name, key)
+        key = key or create_key(self._workspace_id, name, generation)
+        self._journal.begin_project_create(self._workspace_id, name, key, generation)
         try:
             project = client.create_project(self._workspace_id, name, idempotency_key=key)
         except errors.IdempotencyDuplicateError:
             return self._after_duplicate(client, name)
-        except errors.ForbiddenError as exc:
-            raise errors.ProjectUnavailableError(
-                name,
-                f"this API key may not create projects (HTTP 403 {exc.code or 'forbidden'}); "
-                f"create {name!r} in FLORA, or use a key whose role may create projects",
-                code="project_forbidden",
-            ) from None
+        except (errors.CredentialsError, errors.PaymentRequiredError):
+            raise
+        except errors.RejectedError as exc:  # a final answer to this key: never send it again
+            self._journal.refuse_project_create(self._workspace_id, name, generation + 1)
+            raise _refused(name, exc) from None
         return self._found(name, project.project_id, "created")
 
     def _after_duplicate(self, client: api.FloraClient, name: str) -> str:
@@ -201,3 +202,16 @@ def _exact(
         if project.name == name and project.workspace_id in (None, workspace_id):
             chosen.setdefault(project.project_id, project)
     return list(chosen.values())
+
+
+def _refused(name: str, exc: errors.RejectedError) -> errors.ProjectUnavailableError:
+    if isinstance(exc, errors.ForbiddenError):
+        return errors.ProjectUnavailableError(
+            name,
+            f"this API key may not create projects (HTTP 403 {exc.code or 'forbidden'}); "
+            f"create {name!r} in FLORA, or use a key whose role may create projects",
+            code="project_forbidden",
+        )
+    return errors.ProjectUnavailableError(
+        name, f"FLORA refused to create project {name!r}: {exc}", code="project_refused"
+    )
