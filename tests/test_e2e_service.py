@@ -15,7 +15,7 @@ from florasync.config import runtime
 from florasync.service.daemon import Daemon
 from florasync.service.systemd import Notifier
 
-from .helpers import LONG_TIMEOUT, wait_until
+from .helpers import LONG_TIMEOUT, wait_until, write_file
 from .notify import NotifySocket
 from .syncenv import SyncEnv
 from .test_e2e_daemon import Daemon as DaemonProcess
@@ -111,6 +111,33 @@ def test_retry_is_picked_up_by_a_running_daemon(env: SyncEnv, tmp_path: Path) ->
         result = env.cli("retry")
         assert "a running daemon picks them up" in result.stdout
         wait_until(lambda: synced(env, f, env.projects[1]), message="the retried file")
+
+
+def test_retry_after_a_refused_project_create_creates_it(env: SyncEnv, tmp_path: Path) -> None:
+    """A subfolder's project refused (403: the key may not create projects), the role granted,
+    `florasync retry` while the daemon runs: the project is created once and the file lands."""
+    env.sb.faults.update(forbid_project_create=True)
+    root = tmp_path / "campaigns"
+    root.mkdir()
+    env.write_config(folders=[{"path": str(root), "projects_from_subfolders": True}])
+    with running(env, tmp_path):
+        f = root / "Gala" / "poster.png"
+        write_file(f, 3000, seed=41)
+        wait_until(
+            lambda: any(x["code"] == "project_forbidden" for x in env.status()["failures"]),
+            message="the refusal in status",
+        )
+        env.sb.faults.update(forbid_project_create=False)
+        assert "a running daemon picks them up" in env.cli("retry").stdout
+
+        def landed() -> bool:
+            ids = [p["project_id"] for p in env.sb.state()["projects"] if p["name"] == "Gala"]
+            return len(ids) == 1 and synced(env, f, ids[0])
+
+        wait_until(landed, message="the project created and the file attached")
+    creates = [r for r in env.sb.state()["requests"] if r["route"] == "POST /projects"]
+    assert [r["status"] for r in creates] == [403, 201]
+    assert creates[0]["idempotency_key"] != creates[1]["idempotency_key"]
 
 
 def _dying_observer() -> BaseObserver:

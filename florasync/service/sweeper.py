@@ -131,7 +131,10 @@ class Sweeper:
 
     def _offer_retries(self) -> None:
         pipeline = self._engine.pipeline
-        for path in self._engine.journal.take_retry_requests():
+        paths = self._engine.journal.take_retry_requests()
+        if paths:
+            pipeline.projects.forget_failures()  # `florasync retry`: ask FLORA about names again
+        for path in paths:
             folder = folder_of(path, self._folders())
             if folder is not None and not pipeline.offer(path, folder):
                 return  # closing
