@@ -283,6 +283,8 @@ class Pipeline:
 
     def known_project(self, folder: FolderConfig, path: str) -> str:
         """The project id of ``path`` when known without asking FLORA, else ""."""
+        if folder.projects_from_subfolders is None and folder.project_id is not None:
+            return folder.project_id  # asked once per file of a rescan: no objects built
         target = self.target(folder, path)
         return "" if isinstance(target, Unplaced) else self.projects.known(target) or ""
 
