@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import subprocess
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,11 @@ import pytest
 from .helpers import (
     LONG_TIMEOUT,
     assert_exactly_once,
+    cli_command,
+    cli_env,
     mutating_requests,
     wait_until,
+    write_config,
     write_file,
 )
 from .syncenv import SyncEnv
@@ -252,6 +256,51 @@ def test_config_errors_name_the_key(env: SyncEnv) -> None:
     result = env.scan()
     assert result.returncode == 2
     assert "folders[0].project.name" in result.stderr
+
+
+@pytest.mark.parametrize("idempotency", ["duplicate", "replay"])
+def test_two_hosts_with_their_own_journals_create_each_name_once(
+    env: SyncEnv, idempotency: str
+) -> None:
+    """Two florasync processes with separate journals (two hosts on one share, before the fleet
+    journal) scan the same subfolders at once: each name is one project, because both send
+    the create under the same name-derived key and look the name up after a 409."""
+    env.sb.faults.update(idempotency=idempotency, create_project_delay_seconds=0.2)
+    names = tuple(f"Shared {n}" for n in range(6))
+    root = _campaign_root(env, names, files=1)
+    configs = [
+        write_config(
+            env.root / f"host{n}.yaml",
+            base_url=env.sb.base_url,
+            workspace_id=env.sb.workspace_id,
+            folders=[{"path": str(root), "projects_from_subfolders": True}],
+            state_dir=env.root / f"state{n}",
+            settle_seconds=0,
+            retry={"backoff_base_seconds": 0.05, "max_attempts": 14},
+        )
+        for n in (1, 2)
+    ]
+    procs = [
+        subprocess.Popen(
+            cli_command("run", "--scan", "-c", str(c)),
+            env=cli_env(env.sb.api_key),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for c in configs
+    ]
+    outputs = [p.communicate(timeout=LONG_TIMEOUT) for p in procs]
+    state = env.sb.state()
+    for name in names:
+        _one_project(state, name)
+    assert sum(r["status"] == 201 for r in state["requests"] if r["route"] == "POST /projects") == (
+        len(names)
+    ), outputs
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        # a name in flight at the other host may be looked up once more in a later run
+        assert proc.returncode in (0, 1), out + err
+        assert "Traceback" not in err
 
 
 @pytest.mark.slow
