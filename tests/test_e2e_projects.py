@@ -309,23 +309,30 @@ def test_kill_9_while_a_project_is_created_leaves_one_per_name(
     env: SyncEnv, idempotency: str
 ) -> None:
     """SIGKILL while ``POST /projects`` is answered (the project made, the answer not yet
-    journaled), ≥ 10 times at random points, restarting each time: one project per name."""
+    journaled) ≥ 10 times, and right after answers, restarting each time: one project per
+    name, every file attached once."""
     env.sb.faults.update(idempotency=idempotency, create_project_delay_seconds=0.3)
-    names = tuple(f"Campaign {n:02d}" for n in range(60))  # up to 4 in flight per kill
+    names = tuple(f"Campaign {n:02d}" for n in range(80))  # up to 4 in flight per kill
     root = _campaign_root(env, names, files=1)
     _subfolder_config(env, root)
     rng = random.Random(f"projects-{idempotency}")
-    kills = 0
-    for _ in range(40):
-        if kills >= 12:
+    kills = unanswered = 0
+    for _ in range(60):
+        if kills >= 12 and unanswered >= 10:
             break
-        kills += _kill_during_a_create(env, in_flight=rng.random() < 0.8)
-    assert kills >= 10, f"only {kills} kills landed before the sync finished"
+        in_flight = rng.random() < 0.8
+        landed = _kill_during_a_create(env, in_flight=in_flight)
+        kills += landed
+        unanswered += landed and in_flight
+    assert unanswered >= 10, f"only {unanswered} kills landed while a create was unanswered"
     result = env.scan()
     assert result.returncode == 0, result.stdout + result.stderr
     state = env.sb.state()
     assert_exactly_once(state, _expected(env, root, names))
-    print(f"{kills} kills during project creation; {len(state['projects'])} projects in all")
+    print(
+        f"{kills} kills during project creation ({unanswered} while POST /projects was "
+        f"unanswered); {len(state['projects'])} projects in all, one per name"
+    )
 
 
 def _kill_during_a_create(env: SyncEnv, *, in_flight: bool) -> bool:
