@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ import pytest
 
 from florasync.sandbox import Sandbox
 
+from .pgcluster import PgCluster
 from .syncenv import SyncEnv
 
 _ISOLATED_VARS = (
@@ -64,3 +67,19 @@ def sandbox() -> Iterator[Sandbox]:
 def env(sandbox: Sandbox, tmp_path: Path) -> SyncEnv:
     """Two folders mapped to the sandbox's two projects, with a config for the real CLI."""
     return SyncEnv(sandbox, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A private PostgreSQL cluster on 127.0.0.1 for the whole session (started, then removed).
+
+    Outside pytest's temp tree, whose 0700 parents the server's user could not enter.
+    """
+    base = Path(tempfile.mkdtemp(prefix="florasync-pg-"))
+    cluster = PgCluster(base / "cluster").init()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)

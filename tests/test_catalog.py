@@ -10,7 +10,8 @@ import pytest
 
 from florasync.local.identity import FileStat, hash_file
 from florasync.state.catalog import UNKNOWN, Catalog, Verdict
-from florasync.state.journal import FileEntry, Journal
+from florasync.state.journal.records import FileEntry
+from florasync.state.journal.sqlite import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
 
 WS = "ws_test"

@@ -15,8 +15,10 @@ import pytest
 from florasync import errors
 from florasync.flora.models import UploadInstructions
 from florasync.local.identity import FileStat
-from florasync.state import journal, lifecycle, runlock
-from florasync.state.journal import FileEntry, Journal
+from florasync.state import lifecycle, runlock
+from florasync.state.journal import sqlite as journal
+from florasync.state.journal.records import FileEntry
+from florasync.state.journal.sqlite import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
 
 from .helpers import SHORT_TIMEOUT, wait_until

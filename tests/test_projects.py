@@ -16,7 +16,8 @@ from florasync.flora import api, retrying, transport
 from florasync.flora.secret import Secret
 from florasync.local.placement import Target
 from florasync.sandbox import Sandbox
-from florasync.state.journal import Journal, ProjectName
+from florasync.state.journal.records import ProjectName
+from florasync.state.journal.sqlite import Journal
 from florasync.sync import projects
 from florasync.sync.projects import FAILURE_MEMORY_SECONDS, ProjectNames
 

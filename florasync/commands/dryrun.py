@@ -22,8 +22,8 @@ from florasync.local import identity, scanner
 from florasync.local.placement import Target, Unplaced, target_for
 from florasync.local.rules import FolderRules
 from florasync.progress import human_bytes
-from florasync.state import journal
 from florasync.state.catalog import Catalog
+from florasync.state.journal import sqlite as journal
 from florasync.state.lifecycle import AssetState, LinkState
 from florasync.sync import projects
 

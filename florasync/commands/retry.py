@@ -11,7 +11,8 @@ from pathlib import Path
 
 from florasync.config import runtime
 from florasync.errors import ExitCode
-from florasync.state import journal, runlock
+from florasync.state import runlock
+from florasync.state.journal import sqlite as journal
 
 
 def run_from_args(args: argparse.Namespace) -> ExitCode:

@@ -15,7 +15,8 @@ from typing import Any
 
 from florasync.config import config, runtime
 from florasync.errors import ExitCode
-from florasync.state import journal, runlock
+from florasync.state import runlock
+from florasync.state.journal import sqlite as journal
 
 SCHEMA_VERSION = 1
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from florasync.local.identity import FileStat
-from florasync.state.journal import Journal, KnownFile
+from florasync.state.journal.records import KnownFile
+from florasync.state.journal.sqlite import Journal
 
 
 class Verdict(NamedTuple):

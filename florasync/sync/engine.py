@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from florasync import errors
 from florasync.config.runtime import Runtime
 from florasync.flora.secret import Secret
-from florasync.state.journal import Journal
+from florasync.state.journal.sqlite import Journal
 from florasync.state.runlock import RunLock
 from florasync.sync import sweep
 from florasync.sync.outcomes import Progress

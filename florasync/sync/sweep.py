@@ -17,7 +17,8 @@ from florasync.errors import StoppedError
 from florasync.local import after_upload, scanner
 from florasync.local.rules import FolderRules
 from florasync.state.catalog import Catalog
-from florasync.state.journal import FileEntry, Journal
+from florasync.state.journal.records import FileEntry
+from florasync.state.journal.sqlite import Journal
 from florasync.state.lifecycle import Failure
 from florasync.sync.pipeline import Pipeline
 from florasync.sync.transfer import Outcome

@@ -20,7 +20,8 @@ from florasync.flora.models import Asset, UploadInstructions
 from florasync.local import admission
 from florasync.local.identity import FileStat
 from florasync.state import lifecycle
-from florasync.state.journal import FileEntry, Journal
+from florasync.state.journal.records import FileEntry
+from florasync.state.journal.sqlite import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState, Source, Step
 
 if TYPE_CHECKING:

@@ -1,9 +1,9 @@
-"""The local journal: assets, attachments and the stat cache, each step written before it is taken.
+"""The SQLite journal: assets, attachments and the stat cache, each step written before it is taken.
 
-Owns the SQLite schema, its forward migrations, every SQL statement and the run lock. The
-interface speaks in ``lifecycle`` records and plain dataclasses, never in SQLite types, so a
-PostgreSQL journal shared by several hosts can implement the same methods. Knows nothing of HTTP
-or watchdog.
+Owns the SQLite schema, its forward migrations, every SQLite statement and the run lock. The
+interface speaks in ``lifecycle`` records and ``records``' plain types, never in SQLite types,
+so a PostgreSQL journal shared by several hosts (issue 14: ``journal/postgres.py``) can
+implement the same methods. Knows nothing of HTTP or watchdog.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 from florasync import errors
 from florasync.flora.models import UploadInstructions
 from florasync.local import admission
 from florasync.local.identity import FileStat
 from florasync.state import lifecycle
+from florasync.state.journal.records import CachedFile, FileEntry, KnownFile, ProjectName
 from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
 from florasync.state.runlock import RunLock
 
@@ -74,61 +74,6 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 MAX_EVENTS = 500
-
-
-@dataclass(frozen=True, slots=True)
-class FileEntry:
-    """One path of a mapped folder, with the stat it had when it was hashed."""
-
-    path: str
-    folder: str
-    project_id: str
-    stat: FileStat | None
-    digest: str | None
-    problem: Failure | None = None
-
-    @property
-    def directory(self) -> str:
-        return self.path.rpartition("/")[0] or "/"
-
-    @property
-    def name(self) -> str:
-        return self.path.rpartition("/")[2]
-
-
-KnownFile = tuple[
-    str, str | None, int, int, int | None, int | None, int | None, int | None, int | None
-]
-"""What the stat cache reads of one known file, for the project of the folder it is scanned in:
-``(name, digest, has_problem, is_attached, dev, ino, size, mtime_ns, ctime_ns)``, the last five a
-``FileStat`` when ``dev`` is not NULL. The flags are 0 or 1; ``is_attached``: the file is mapped
-to that project and its content's link there is attached. A plain tuple as SQLite returns it: a
-rescan reads one per known file, and a named tuple built per row cost more than the query's
-join (issue 12)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectName:
-    """What the journal knows of a project mapped by name: its id once found or created, the
-    Idempotency-Key of a ``POST /projects`` that may have gone out (``create_key``), and the
-    key generation the next create uses (a refused create's key is never sent again)."""
-
-    name: str
-    project_id: str | None
-    create_key: str | None
-    generation: int = 0
-
-
-class CachedFile(NamedTuple):
-    """What the journal knows of a path: its stat cache entry and the attachment state of its
-    own project (a rename's lookup by inode, and tests; a scan reads ``KnownFile`` rows)."""
-
-    path: str
-    project_id: str
-    stat: FileStat | None
-    digest: str | None
-    has_problem: bool
-    link_state: str | None
 
 
 class Journal:
