@@ -16,7 +16,7 @@ from pathlib import Path
 from florasync.local import identity
 from florasync.local.identity import FileStat
 from florasync.state.journal.records import FileEntry
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState
 
 FILES_PER_DIR = 500

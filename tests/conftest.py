@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from florasync.flora.secret import Secret
 from florasync.sandbox import Sandbox
+from florasync.state.journal.postgres import PostgresBackend
+from florasync.state.journal.store import Journal
 
-from .pgcluster import PgCluster
+from .pgcluster import PgCluster, create_database, drop_database
 from .syncenv import SyncEnv
 
 _ISOLATED_VARS = (
@@ -83,3 +86,21 @@ def postgres() -> Iterator[PgCluster]:
     finally:
         cluster.stop("immediate")
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
+    """An empty journal in each backend: the SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        journal = Journal.open(tmp_path / "state")
+        yield journal
+        journal.close()
+        return
+    cluster: PgCluster = request.getfixturevalue("postgres")
+    url = create_database(cluster)
+    journal = Journal.open(tmp_path / "state", PostgresBackend(Secret(url)))
+    try:
+        yield journal
+    finally:
+        journal.close()
+        drop_database(cluster, url)

@@ -11,7 +11,7 @@ import pytest
 from florasync.local.identity import FileStat, hash_file
 from florasync.state.catalog import UNKNOWN, Catalog, Verdict
 from florasync.state.journal.records import FileEntry
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
 
 WS = "ws_test"
@@ -19,10 +19,9 @@ BOTH_MODES = pytest.mark.parametrize("full_scan", [False, True], ids=["per-path"
 
 
 @pytest.fixture
-def journal(tmp_path: Path):
-    j = Journal.open(tmp_path / "state")
-    yield j
-    j.close()
+def journal(any_journal: Journal) -> Journal:
+    """An empty journal, in each backend (SQLite and PostgreSQL)."""
+    return any_journal
 
 
 @pytest.fixture
@@ -172,7 +171,9 @@ def test_a_directory_of_thousands_is_classified_like_single_paths(journal, folde
     journal.import_synced(
         (
             FileEntry(str(path), str(folder), "prj_a", stat, digest),
-            AssetRecord(WS, digest, stat.size, path.name, "image/png", AssetState.READY, "a"),
+            AssetRecord(
+                WS, digest, stat.size, path.name, "image/png", AssetState.READY, f"asset_{n}"
+            ),
             LinkRecord(WS, digest, "prj_a", LinkState.ATTACHED if n % 3 else LinkState.PENDING),
         )
         for n, (path, stat, digest) in enumerate(zip(paths, stats, digests, strict=True))

@@ -16,9 +16,9 @@ from florasync import errors
 from florasync.flora.models import UploadInstructions
 from florasync.local.identity import FileStat
 from florasync.state import lifecycle, runlock
-from florasync.state.journal import sqlite as journal
+from florasync.state.journal import sqlite
 from florasync.state.journal.records import FileEntry
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
 
 from .helpers import SHORT_TIMEOUT, wait_until
@@ -32,10 +32,9 @@ def _asset(digest: str = "d" * 64, **kw: object) -> AssetRecord:
 
 
 @pytest.fixture
-def j(tmp_path: Path):
-    jr = Journal.open(tmp_path / "state")
-    yield jr
-    jr.close()
+def j(any_journal: Journal) -> Journal:
+    """An empty journal, in each backend (SQLite and PostgreSQL)."""
+    return any_journal
 
 
 def test_files_are_private(tmp_path: Path) -> None:
@@ -221,7 +220,7 @@ def test_reset_failed_requeues(j: Journal) -> None:
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     """A journal written by a newer florasync is refused with a clear error, not corrupted."""
     Journal.open(tmp_path / "s").close()
-    conn = sqlite3.connect(tmp_path / "s" / journal.DB_NAME)
+    conn = sqlite3.connect(tmp_path / "s" / sqlite.DB_NAME)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     with pytest.raises(errors.JournalError, match="newer florasync"):
@@ -231,7 +230,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_corrupt_journal_is_a_clear_error(tmp_path: Path) -> None:
     """A file that is not SQLite gives a JournalError naming it."""
     (tmp_path / "s").mkdir()
-    (tmp_path / "s" / journal.DB_NAME).write_bytes(b"not a database" * 100)
+    (tmp_path / "s" / sqlite.DB_NAME).write_bytes(b"not a database" * 100)
     with pytest.raises(errors.JournalError, match="cannot open the journal"):
         Journal.open(tmp_path / "s")
 
@@ -299,11 +298,12 @@ def test_import_synced_in_bulk(j: Journal) -> None:
     assert j.dir_entries(WS, "/w/d3", "prj_1")["13.png"][3] == 1  # attached
 
 
-def test_polling_an_empty_retry_queue_writes_nothing(j: Journal) -> None:
+def test_polling_an_empty_retry_queue_writes_nothing(tmp_path: Path) -> None:
     """The daemon polls for retry requests every few seconds: with none, the database is untouched.
 
-    ``data_version`` (seen from another connection) changes whenever the journal commits.
+    ``data_version`` (seen from another connection) changes whenever the SQLite journal commits.
     """
+    j = Journal.open(tmp_path / "state")
     j.take_retry_requests()  # the journal's own first transactions are done
     other = sqlite3.connect(j.path)
     try:
@@ -315,3 +315,4 @@ def test_polling_an_empty_retry_queue_writes_nothing(j: Journal) -> None:
         assert other.execute("PRAGMA data_version").fetchone()[0] != before  # it does notice
     finally:
         other.close()
+        j.close()

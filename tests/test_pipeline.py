@@ -19,7 +19,7 @@ from florasync.config.config import FolderConfig
 from florasync.local import identity
 from florasync.local.identity import FileStat
 from florasync.state.journal.records import FileEntry
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 from florasync.sync.pipeline import MAX_DEFER_SECONDS, Pipeline
 from florasync.sync.transfer import Job, Outcome, Result, Transfer
 from tests.helpers import LONG_TIMEOUT, SHORT_TIMEOUT, wait_until, write_file

@@ -6,7 +6,6 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from florasync.flora.secret import Secret
 from florasync.local.placement import Target
 from florasync.sandbox import Sandbox
 from florasync.state.journal.records import ProjectName
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 from florasync.sync import projects
 from florasync.sync.projects import FAILURE_MEMORY_SECONDS, ProjectNames
 
@@ -59,10 +58,11 @@ class Rig:
 
 
 @pytest.fixture
-def rig(sandbox: Sandbox, tmp_path: Path) -> Iterator[Rig]:
-    """The client built as ``config.runtime`` builds it (fast retries), and a fresh journal."""
+def rig(sandbox: Sandbox, any_journal: Journal) -> Iterator[Rig]:
+    """The client built as ``config.runtime`` builds it (fast retries), and a fresh journal
+    (each backend)."""
     stop = threading.Event()
-    journal = Journal.open(tmp_path / "state")
+    journal = any_journal
     client = api.FloraClient(
         sandbox.base_url,
         Secret(sandbox.api_key),
@@ -73,7 +73,6 @@ def rig(sandbox: Sandbox, tmp_path: Path) -> Iterator[Rig]:
     )
     yield Rig(sandbox, journal, client)
     client.close()
-    journal.close()
 
 
 def _failure(call: Callable[[], object]) -> errors.ProjectUnavailableError:

@@ -19,7 +19,7 @@ from florasync.local.identity import FileStat, hash_file
 from florasync.sandbox import Sandbox
 from florasync.sandbox.faults import MALFORMED_KINDS
 from florasync.state import lifecycle
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState
 from florasync.sync.transfer import Job, Outcome, Result, Transfer
 

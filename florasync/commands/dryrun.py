@@ -23,7 +23,7 @@ from florasync.local.placement import Target, Unplaced, target_for
 from florasync.local.rules import FolderRules
 from florasync.progress import human_bytes
 from florasync.state.catalog import Catalog
-from florasync.state.journal import sqlite as journal
+from florasync.state.journal import opening, store
 from florasync.state.lifecycle import AssetState, LinkState
 from florasync.sync import projects
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 @dataclass
 class _Plan:
     ws: str
-    journal: journal.Journal | None
+    journal: store.Journal | None
     client: Callable[[], api.FloraClient]
     counts: dict[str, int] = field(default_factory=dict)
     seen: dict[tuple[str, str], str] = field(default_factory=dict)  # (digest, project) -> path
@@ -83,7 +83,7 @@ def dry_run(*, config_path: str | None) -> ExitCode:
     """Print the plan for every folder; exit 0 (2 for a bad config)."""
     rt = runtime.load(config_path)
     config.check_folders(rt.cfg)
-    j = journal.Journal.open(rt.cfg.state_dir) if journal.exists(rt.cfg.state_dir) else None
+    j = opening.open_journal(rt.cfg, rt.env) if opening.journal_exists(rt.cfg, rt.env) else None
     clients: list[api.FloraClient] = []
 
     def client() -> api.FloraClient:  # only when a name must be looked up

@@ -12,7 +12,7 @@ from pathlib import Path
 from florasync.config import runtime
 from florasync.errors import ExitCode
 from florasync.state import runlock
-from florasync.state.journal import sqlite as journal
+from florasync.state.journal import opening
 
 
 def run_from_args(args: argparse.Namespace) -> ExitCode:
@@ -21,11 +21,11 @@ def run_from_args(args: argparse.Namespace) -> ExitCode:
 
 def retry(*, config_path: str | None, paths: list[str]) -> ExitCode:
     rt = runtime.load(config_path)
-    if not journal.exists(rt.cfg.state_dir):
+    if not opening.journal_exists(rt.cfg, rt.env):
         print("nothing to retry: no journal yet")
         return ExitCode.OK
     wanted = [str(Path(p).expanduser().absolute()) for p in paths] or None
-    j = journal.Journal.open(rt.cfg.state_dir)
+    j = opening.open_journal(rt.cfg, rt.env)
     try:
         reset = j.reset_failed(rt.cfg.workspace_id, wanted)
     finally:

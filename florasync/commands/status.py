@@ -16,7 +16,7 @@ from typing import Any
 from florasync.config import config, runtime
 from florasync.errors import ExitCode
 from florasync.state import runlock
-from florasync.state.journal import sqlite as journal
+from florasync.state.journal import opening, store
 
 SCHEMA_VERSION = 1
 
@@ -48,9 +48,9 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
         "failures": [],
         "events": [],
     }
-    if not journal.exists(cfg.state_dir):
+    if not opening.journal_exists(cfg, rt.env):
         return report
-    j = journal.Journal.open(cfg.state_dir)
+    j = opening.open_journal(cfg, rt.env)
     try:
         _fill(report, j, cfg.workspace_id, failures)
     finally:
@@ -58,7 +58,7 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
     return report
 
 
-def _fill(report: dict[str, Any], j: journal.Journal, workspace_id: str, limit: int) -> None:
+def _fill(report: dict[str, Any], j: store.Journal, workspace_id: str, limit: int) -> None:
     names = {row.project_id: name for name, row in j.project_names(workspace_id).items()}
     configured = {f["path"] for f in report["folders"]}
     rows: dict[tuple[str, str | None], dict[str, Any]] = {}
@@ -82,7 +82,7 @@ def _fill(report: dict[str, Any], j: journal.Journal, workspace_id: str, limit: 
     report["events"] = [event | {"at": _iso(event["at"])} for event in j.recent_events(limit)]
 
 
-def _journaled_id(j: journal.Journal, workspace_id: str, name: str | None) -> str | None:
+def _journaled_id(j: store.Journal, workspace_id: str, name: str | None) -> str | None:
     known = j.project_names(workspace_id).get(name) if name else None
     return known.project_id if known else None
 

@@ -238,6 +238,27 @@ class RetryConfig(_Model):
     )
 
 
+class JournalConfig(_Model):
+    """Where the journal lives when it is not the SQLite file in ``state_dir``: a PostgreSQL
+    database whose ``postgresql://`` URL (a secret: it holds a password) comes from an
+    environment variable, a 0600 file, or ``$CREDENTIALS_DIRECTORY/database_url``."""
+
+    url_env: str | None = Field(default=None, description="an environment variable name")
+    url_file: UserPath | None = Field(default=None, description="a file path, or null")
+
+    @field_validator("url_env")
+    @classmethod
+    def _is_variable_name(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value:
+            raise ValueError(
+                "holds what looks like a URL; it must be the name of the environment variable "
+                "holding the URL (e.g. FLORASYNC_DATABASE_URL), never the URL itself"
+            )
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(f"must be an environment variable name (got {value!r})")
+        return value
+
+
 class MetricsConfig(_Model):
     """Where the metrics endpoint listens."""
 
@@ -299,6 +320,10 @@ class Config(_Model):
         default=RetryConfig(), description="a mapping (max_attempts, backoff_base_seconds, ...)"
     )
     metrics: MetricsConfig | None = Field(default=None, description="a mapping {listen: HOST:PORT}")
+    journal: JournalConfig | None = Field(
+        default=None,
+        description="a mapping {url_env: NAME} or {url_file: PATH} (PostgreSQL), or null (SQLite)",
+    )
     folders: tuple[FolderConfig, ...] = Field(
         min_length=1,
         description="a list of at least one folder mapping (path, project_id or project)",
@@ -367,6 +392,7 @@ def load(path: Path, env: Mapping[str, str] = os.environ) -> Config:
     except ValidationError as exc:
         raise _config_error(exc) from None
     cfg = _with_base_url_override(cfg, env)
+    _check_journal(cfg.journal)
     _check_project_mappings(cfg.folders)
     _check_folder_overlaps(cfg.folders)
     _check_move_targets(cfg.folders)
@@ -540,6 +566,16 @@ def _check_move_targets(folders: tuple[FolderConfig, ...]) -> None:
                     f"move target {folder.after_upload.move} is inside the watched folder "
                     f"{other.path}; pick a directory outside every watched folder",
                 )
+
+
+def _check_journal(journal: JournalConfig | None) -> None:
+    """``journal`` names exactly one place for the database URL."""
+    if journal is not None and (journal.url_env is None) == (journal.url_file is None):
+        raise ConfigError(
+            "journal",
+            "give url_env (an environment variable holding the postgresql:// URL) or url_file "
+            "(a file holding it), exactly one; leave journal out for the SQLite journal",
+        )
 
 
 def _check_project_mappings(folders: tuple[FolderConfig, ...]) -> None:

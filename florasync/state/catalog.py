@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from florasync.local.identity import FileStat
 from florasync.state.journal.records import KnownFile
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 
 
 class Verdict(NamedTuple):

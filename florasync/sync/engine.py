@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from florasync import errors
 from florasync.config.runtime import Runtime
 from florasync.flora.secret import Secret
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal import opening
 from florasync.state.runlock import RunLock
 from florasync.sync import sweep
 from florasync.sync.outcomes import Progress
@@ -45,7 +45,7 @@ class Engine:
         self._client_hooks = dict(client_hooks or {})
         self.stop: threading.Event = rt.stop
         rt.api_key()  # a missing key is a config error before anything else happens
-        self.journal = Journal.open(rt.cfg.state_dir)
+        self.journal = opening.open_journal(rt.cfg, rt.env)
         self._lock: RunLock | None = None
         try:
             self._lock = self.journal.lock_run()

@@ -33,7 +33,7 @@ from florasync.local.rules import FolderRules
 from florasync.local.settle import Settler
 from florasync.state.catalog import Catalog
 from florasync.state.journal.records import FileEntry
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import Failure
 from florasync.sync.lanes import Lanes
 from florasync.sync.outcomes import SYNCED, NoProgress, Progress, Summary, log_outcome

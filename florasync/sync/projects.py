@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from florasync import errors
 from florasync.local import identity
 from florasync.local.placement import Target
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 
 if TYPE_CHECKING:
     from florasync.flora import api, models

@@ -18,7 +18,7 @@ from florasync.local import after_upload, scanner
 from florasync.local.rules import FolderRules
 from florasync.state.catalog import Catalog
 from florasync.state.journal.records import FileEntry
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import Failure
 from florasync.sync.pipeline import Pipeline
 from florasync.sync.transfer import Outcome

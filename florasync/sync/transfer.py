@@ -21,7 +21,7 @@ from florasync.local import admission
 from florasync.local.identity import FileStat
 from florasync.state import lifecycle
 from florasync.state.journal.records import FileEntry
-from florasync.state.journal.sqlite import Journal
+from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState, Source, Step
 
 if TYPE_CHECKING:

@@ -1,0 +1,679 @@
+"""The journal: assets, attachments and the stat cache, each step written before it is taken.
+
+Owns every query (written once, in SQL both backends speak: ``?`` placeholders, ``ON CONFLICT``
+upserts) and what a write waits for. Where the rows live is the backend's business
+(``sqlite.SqliteBackend``, the embedded default; ``postgres.PostgresBackend``); the interface
+speaks in ``lifecycle`` records and ``records``' plain types, never in a driver's types.
+Knows nothing of HTTP or watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from florasync import errors
+from florasync.flora.models import UploadInstructions
+from florasync.local import admission
+from florasync.local.identity import FileStat
+from florasync.state import lifecycle
+from florasync.state.journal import sqlite
+from florasync.state.journal.records import CachedFile, FileEntry, KnownFile, ProjectName
+from florasync.state.journal.writer import Backend, Conn, Writer
+from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
+from florasync.state.runlock import RunLock
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_EVENTS = 500
+
+
+class Journal:
+    """The journal of one ``state_dir`` in ``backend``; one reading connection per thread.
+
+    Intents (``begin``) commit durably so the idempotency key is on disk before the request
+    leaves; results (``record``) and the stat cache commit without waiting for the disk: a power
+    loss may drop a result, and the deterministic keys recover it (CONTRACT.md §5).
+    """
+
+    def __init__(self, state_dir: Path, backend: Backend) -> None:
+        self.state_dir = state_dir
+        self.backend = backend
+        self._local = threading.local()
+        self._all: list[Conn] = []
+        self._lock = threading.Lock()
+        self._writer = Writer(backend)
+        backend.migrate(lambda fn: self._apply(fn, durable=True), self._conn())
+
+    @property
+    def path(self) -> str:
+        """Where the journal is, as messages show it (a file, or a database without password)."""
+        return self.backend.where
+
+    @classmethod
+    def open(cls, state_dir: Path, backend: Backend | None = None) -> Journal:
+        """Open (creating if needed) the journal of ``state_dir``: by default the SQLite file
+        there (mode 0600).
+
+        Raises:
+            errors.JournalError: it cannot be created, opened or migrated.
+        """
+        try:
+            return cls(state_dir, backend or sqlite.SqliteBackend(state_dir))
+        except sqlite.SqliteBackend.error as exc:
+            where = backend.where if backend else state_dir / sqlite.DB_NAME
+            raise errors.JournalError(f"cannot open the journal {where}: {exc}") from None
+
+    def lock_run(self) -> RunLock:
+        """Hold the journal for one ``run`` (raises AlreadyRunningError naming the pid)."""
+        return self.backend.lock_run(self.state_dir)
+
+    def close(self) -> None:
+        """Finish pending writes, stop the writer, close every connection."""
+        self._writer.close()
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+        self.backend.close()
+
+    # -- stat cache ---------------------------------------------------------------------------
+
+    def dir_entries(
+        self, workspace_id: str, directory: str, project_id: str
+    ) -> dict[str, KnownFile]:
+        """Every known file of one directory, by name, as a full scan for ``project_id`` reads
+        it (one query)."""
+        rows = self._conn().execute(
+            _KNOWN_FILES + "f.dir = ?", (project_id, workspace_id, project_id, directory)
+        )
+        return {row[0]: row for row in rows}
+
+    def known_file(self, workspace_id: str, path: str, project_id: str) -> KnownFile | None:
+        """What the stat cache reads of one path (the watcher's single-file lookup)."""
+        row: KnownFile | None = (
+            self._conn()
+            .execute(_KNOWN_FILES + "f.path = ?", (project_id, workspace_id, project_id, path))
+            .fetchone()
+        )
+        return row
+
+    def cached_file(self, workspace_id: str, path: str) -> CachedFile | None:
+        """What is known of one path, with its own project's attachment state."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT f.path, f.project_id, f.dev, f.ino, f.size_bytes, f.mtime_ns, f.ctime_ns,"
+                " f.digest, f.problem_code, l.state FROM files f LEFT JOIN links l"
+                " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
+                " WHERE f.path = ?",
+                (workspace_id, path),
+            )
+            .fetchone()
+        )
+        return _cached(row) if row else None
+
+    def by_inode(self, workspace_id: str, stat: FileStat) -> CachedFile | None:
+        """A known path with the same (dev, ino): how a rename is recognised without a read."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT f.path, f.project_id, f.dev, f.ino, f.size_bytes, f.mtime_ns, f.ctime_ns,"
+                " f.digest, f.problem_code, l.state FROM files f LEFT JOIN links l"
+                " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
+                " WHERE f.dev = ? AND f.ino = ? AND f.digest IS NOT NULL LIMIT 1",
+                (workspace_id, stat.dev, stat.ino),
+            )
+            .fetchone()
+        )
+        return _cached(row) if row else None
+
+    def record_file(self, entry: FileEntry) -> None:
+        """Store (or replace) what is known of one path."""
+        self._apply(lambda c: c.execute(_UPSERT_FILE, _file_row(entry, time.time())))
+
+    def forget_files(self, paths: Iterable[str]) -> int:
+        """Drop paths that no longer exist (or no longer match the rules)."""
+        rows = [(p,) for p in paths]
+
+        def forget(conn: Conn) -> int:
+            return int(conn.executemany("DELETE FROM files WHERE path = ?", rows).rowcount)
+
+        return self._apply(forget)
+
+    def forget_tree(self, path: str) -> int:
+        """Drop ``path`` and, when it was a directory, every file under it (the watcher saw it
+        go): ``status`` stops counting what is no longer there at once, not at the next scan."""
+        below = (path + "/", path + "0")  # "0" sorts right after "/": a range, no LIKE escaping
+
+        def forget(conn: Conn) -> int:
+            cursor = conn.execute(
+                "DELETE FROM files WHERE path = ? OR (path >= ? AND path < ?)", (path, *below)
+            )
+            return int(cursor.rowcount)
+
+        return self._apply(forget)
+
+    def forget_dirs_except(self, folder: str, directories: set[str]) -> int:
+        """After a full scan of ``folder``: drop files of directories that were not seen."""
+        rows = self._conn().execute("SELECT DISTINCT dir FROM files WHERE folder = ?", (folder,))
+        gone = [(d,) for d in {r[0] for r in rows} - directories]
+        self._apply(
+            lambda c: c.executemany(
+                "DELETE FROM files WHERE dir = ?"
+                " AND NOT (dev IS NULL AND problem_code IS NOT NULL)",
+                gone,
+            )
+        )
+        return len(gone)
+
+    def clear_scan_problems(self, folder: str) -> None:
+        """Before a full scan of ``folder``: drop its scan problems (found again if still there)."""
+        self._apply(
+            lambda c: c.execute(
+                "DELETE FROM files WHERE folder = ? AND dev IS NULL AND problem_code IS NOT NULL",
+                (folder,),
+            )
+        )
+
+    def paths_with_digest(self, digest: str) -> list[str]:
+        rows = self._conn().execute("SELECT path FROM files WHERE digest = ?", (digest,))
+        return [r[0] for r in rows]
+
+    # -- assets and links ---------------------------------------------------------------------
+
+    def asset(self, workspace_id: str, digest: str) -> AssetRecord | None:
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {_ASSET_COLS} FROM assets WHERE workspace_id = ? AND digest = ?",
+                (workspace_id, digest),
+            )
+            .fetchone()
+        )
+        return _asset_from_row(row) if row else None
+
+    def link(self, workspace_id: str, digest: str, project_id: str) -> LinkRecord | None:
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {_LINK_COLS} FROM links WHERE workspace_id = ? AND digest = ?"
+                " AND project_id = ?",
+                (workspace_id, digest, project_id),
+            )
+            .fetchone()
+        )
+        return _link_from_row(row) if row else None
+
+    def ensure(
+        self, asset: AssetRecord, link: LinkRecord, file: FileEntry | None = None
+    ) -> tuple[AssetRecord, LinkRecord]:
+        """The stored asset and link rows, or ``asset`` and ``link`` as they will be stored.
+
+        What is missing is inserted (and ``file``, the path the content was found at, stored)
+        without waiting: one process owns the journal and one worker a content at a time, so
+        nobody else writes these rows meanwhile; ON CONFLICT DO NOTHING keeps a row that exists.
+        """
+        self.flush()  # this thread's earlier writes must be visible to the reads
+        stored_asset = self.asset(asset.workspace_id, asset.digest)
+        stored_link = self.link(link.workspace_id, link.digest, link.project_id)
+        now = time.time()
+
+        def insert(conn: Conn) -> None:
+            if stored_asset is None:
+                conn.execute(_INSERT_ASSET, (*_asset_row(asset), now))
+            if stored_link is None:
+                conn.execute(_INSERT_LINK, (*_link_row(link), now))
+            if file is not None:
+                conn.execute(_UPSERT_FILE, _file_row(file, now))
+
+        self._submit(insert)
+        return stored_asset or asset, stored_link or link
+
+    def begin(self, rec: AssetRecord | LinkRecord) -> None:
+        """Store a record whose next request depends on it (an idempotency key): durably,
+        before this returns (and with it every write queued before it)."""
+        self._save(rec, durable=True)
+
+    def record(self, rec: AssetRecord | LinkRecord) -> None:
+        """Store the outcome of a request without waiting: it commits with the writer's next
+        batch, after everything queued before it. A crash may lose it like a power loss may
+        lose any result (docs/design.md): the deterministic keys and the lookups recover it.
+        Read the journal after ``flush`` to see it."""
+        sql, row = _save_statement(rec)
+        self._submit(lambda c: c.execute(sql, (*row, time.time())))
+
+    def flush(self) -> None:
+        """Wait until every write this thread queued is committed (read-your-writes); free
+        when there is none."""
+        if getattr(self._local, "pending", 0):
+            self._apply(lambda _conn: None)
+
+    def _submit(self, fn: Callable[[Conn], object]) -> None:
+        self._local.pending = getattr(self._local, "pending", 0) + 1
+        self._writer.submit(fn)
+
+    def claim_asset_id(self, rec: AssetRecord, asset_id: str) -> bool:
+        """Whether ``asset_id`` is not already held by another content (lookup after a 409)."""
+        row = (
+            self._conn()
+            .execute("SELECT digest FROM assets WHERE asset_id = ?", (asset_id,))
+            .fetchone()
+        )
+        return row is None or row[0] == rec.digest
+
+    def _save(self, rec: AssetRecord | LinkRecord, *, durable: bool) -> None:
+        sql, row = _save_statement(rec)
+        self._apply(lambda c: c.execute(sql, (*row, time.time())), durable=durable)
+
+    # -- projects by name ---------------------------------------------------------------------
+
+    def project_names(self, workspace_id: str) -> dict[str, ProjectName]:
+        """Every project name the journal knows in ``workspace_id``, by name."""
+        rows = self._conn().execute(
+            "SELECT name, project_id, create_key, generation FROM projects WHERE workspace_id = ?",
+            (workspace_id,),
+        )
+        return {r[0]: ProjectName(r[0], r[1], r[2], r[3]) for r in rows}
+
+    def begin_project_create(
+        self, workspace_id: str, name: str, create_key: str, generation: int = 0
+    ) -> None:
+        """Note durably, before the request leaves, that ``POST /projects`` for ``name`` is
+        sent with ``create_key``: after a crash the name is looked up before it is created."""
+        now = time.time()
+        self._apply(
+            lambda c: c.execute(
+                "INSERT INTO projects (workspace_id, name, create_key, create_at, generation,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO UPDATE"
+                " SET create_key = excluded.create_key, create_at = excluded.create_at,"
+                " generation = excluded.generation, updated_at = excluded.updated_at",
+                (workspace_id, name, create_key, now, generation, now),
+            ),
+            durable=True,
+        )
+
+    def refuse_project_create(self, workspace_id: str, name: str, next_generation: int) -> None:
+        """FLORA refused the create for good (403, 400): its key is spent; the next try of
+        ``name`` (after a ``retry``, a reload, or a minute) uses ``next_generation``."""
+        self._apply(
+            lambda c: c.execute(
+                "UPDATE projects SET create_key = NULL, generation = ?, updated_at = ?"
+                " WHERE workspace_id = ? AND name = ?",
+                (next_generation, time.time(), workspace_id, name),
+            )
+        )
+
+    def record_project(self, workspace_id: str, name: str, project_id: str) -> None:
+        """``name`` is the project ``project_id`` (found by name, or created)."""
+        self._apply(
+            lambda c: c.execute(
+                "INSERT INTO projects (workspace_id, name, project_id, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO UPDATE SET"
+                " project_id = excluded.project_id, updated_at = excluded.updated_at",
+                (workspace_id, name, project_id, time.time()),
+            )
+        )
+
+    # -- status and retry ---------------------------------------------------------------------
+
+    def file_counts(self, workspace_id: str) -> list[tuple[str, str, str, int]]:
+        """(folder, project_id, state, count) with state one of synced, pending, failed and
+        skipped (refused by the folder's policy: a symlink leading outside, a loop)."""
+        policy = sorted(admission.POLICY_CODES)
+        rows = self._conn().execute(
+            "SELECT f.folder, f.project_id, CASE"
+            f" WHEN f.problem_code IN ({', '.join('?' * len(policy))}) THEN 'skipped'"
+            " WHEN f.problem_code IS NOT NULL THEN 'failed'"
+            " WHEN l.state = 'attached' THEN 'synced'"
+            " WHEN l.state = 'failed' OR a.state = 'failed' THEN 'failed'"
+            " ELSE 'pending' END AS st, count(*) FROM files f"
+            " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
+            " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
+            " AND l.project_id = f.project_id GROUP BY 1, 2, 3 ORDER BY 1, 3",
+            (*policy, workspace_id, workspace_id),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def step_counts(self, workspace_id: str) -> dict[str, dict[str, int]]:
+        """How many assets and links are in each lifecycle state."""
+        conn = self._conn()
+        assets = conn.execute(
+            "SELECT state, count(*) FROM assets WHERE workspace_id = ? GROUP BY state",
+            (workspace_id,),
+        )
+        links = conn.execute(
+            "SELECT state, count(*) FROM links WHERE workspace_id = ? GROUP BY state",
+            (workspace_id,),
+        )
+        return {"assets": dict(assets.fetchall()), "links": dict(links.fetchall())}
+
+    def failures(self, workspace_id: str, limit: int) -> list[dict[str, Any]]:
+        """The most recent failures (permanent, and transient ones still being retried)."""
+        rows = self._conn().execute(
+            "SELECT path, project_id, code, message, at, permanent FROM ("
+            " SELECT f.path, f.project_id, f.problem_code AS code, f.problem_message AS message,"
+            "  f.problem_at AS at, 1 AS permanent FROM files f WHERE f.problem_code IS NOT NULL"
+            " UNION ALL"
+            " SELECT f.path, f.project_id, a.error_code, a.error_message, a.error_at,"
+            "  CASE WHEN a.state = 'failed' THEN 1 ELSE 0 END FROM files f JOIN assets a"
+            "  ON a.workspace_id = ? AND a.digest = f.digest"
+            "  WHERE a.error_code IS NOT NULL AND a.state != 'ready'"
+            " UNION ALL"
+            " SELECT f.path, f.project_id, l.error_code, l.error_message, l.error_at,"
+            "  CASE WHEN l.state = 'failed' THEN 1 ELSE 0 END FROM files f JOIN links l"
+            "  ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
+            "  WHERE l.error_code IS NOT NULL AND l.state != 'attached'"
+            ") AS failures ORDER BY at DESC LIMIT ?",
+            (workspace_id, workspace_id, limit),
+        )
+        keys = ("path", "project_id", "code", "message", "at", "permanent")
+        return [dict(zip(keys, r, strict=True)) | {"permanent": bool(r[5])} for r in rows]
+
+    def reset_failed(self, workspace_id: str, paths: list[str] | None) -> list[str]:
+        """Put failed files (all, or the given paths) back in the queue; return their paths."""
+        chosen = self._failed_paths(workspace_id, paths)
+        for path, digest, project_id in chosen:
+            self._reset_one(workspace_id, path, digest, project_id)
+        now = time.time()
+        requests = [(p, now) for p, _, _ in chosen]
+        self._apply(
+            lambda c: c.executemany(
+                "INSERT INTO retry_requests VALUES (?, ?) ON CONFLICT (path)"
+                " DO UPDATE SET requested_at = excluded.requested_at",
+                requests,
+            )
+        )
+        return [p for p, _, _ in chosen]
+
+    def note_event(self, folder: str | None, kind: str, message: str) -> None:
+        """Something ``status`` should show (lost events, a folder gone, a watch limit...)."""
+        row = (time.time(), folder, kind, message)
+
+        def note(conn: Conn) -> None:
+            conn.execute("INSERT INTO events (at, folder, kind, message) VALUES (?, ?, ?, ?)", row)
+            conn.execute(
+                "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (MAX_EVENTS,)
+            )
+
+        self._apply(note)
+
+    def recent_events(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT at, folder, kind, message FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [dict(zip(("at", "folder", "kind", "message"), r, strict=True)) for r in rows]
+
+    def import_synced(self, entries: Iterable[tuple[FileEntry, AssetRecord, LinkRecord]]) -> int:
+        """Record already-synced files in bulk, one transaction per 10,000 (seeding a journal
+        from another store, or for benchmarks); returns how many were written."""
+        total = 0
+        batch: list[tuple[FileEntry, AssetRecord, LinkRecord]] = []
+        for entry in entries:
+            batch.append(entry)
+            if len(batch) == 10_000:
+                total += self._import_batch(batch)
+                batch = []
+        return total + (self._import_batch(batch) if batch else 0)
+
+    def _import_batch(self, batch: list[tuple[FileEntry, AssetRecord, LinkRecord]]) -> int:
+        now = time.time()
+
+        def insert(conn: Conn) -> None:
+            conn.executemany(_UPSERT_FILE, (_file_row(f, now) for f, _, _ in batch))
+            conn.executemany(_UPSERT_ASSET, ((*_asset_row(a), now) for _, a, _ in batch))
+            conn.executemany(_UPSERT_LINK, ((*_link_row(lk), now) for _, _, lk in batch))
+
+        self._apply(insert)
+        return len(batch)
+
+    def take_retry_requests(self) -> list[str]:
+        """Paths put back by ``florasync retry`` since the last call (the daemon polls this).
+
+        Looks before it writes: an idle daemon polling every few seconds must not write.
+        """
+        if self._conn().execute("SELECT 1 FROM retry_requests LIMIT 1").fetchone() is None:
+            return []
+
+        def take(conn: Conn) -> list[str]:
+            rows = conn.execute("SELECT path FROM retry_requests").fetchall()
+            conn.execute("DELETE FROM retry_requests")
+            return [r[0] for r in rows]
+
+        return self._apply(take)
+
+    def _failed_paths(
+        self, workspace_id: str, paths: list[str] | None
+    ) -> list[tuple[str, str | None, str]]:
+        """Failed files; a refusal that is the folder's policy (an escaping symlink) is not a
+        failure to retry: putting it back would only ask to upload what must not leave."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT f.path, f.digest, f.project_id, f.problem_code FROM files f"
+                " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
+                " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
+                " AND l.project_id = f.project_id WHERE f.problem_code IS NOT NULL"
+                " OR a.state = 'failed' OR l.state = 'failed'",
+                (workspace_id, workspace_id),
+            )
+            .fetchall()
+        )
+        wanted = None if paths is None else set(paths)
+        return [
+            (r[0], r[1], r[2])
+            for r in rows
+            if (wanted is None or r[0] in wanted) and r[3] not in admission.POLICY_CODES
+        ]
+
+    def _reset_one(self, workspace_id: str, path: str, digest: str | None, project_id: str) -> None:
+        self._apply(
+            lambda c: c.execute(
+                "UPDATE files SET problem_code = NULL, problem_message = NULL, problem_at = NULL,"
+                " dev = NULL, ino = NULL WHERE path = ?",
+                (path,),
+            ),
+            durable=True,
+        )
+        if digest is None:
+            return
+        asset = self.asset(workspace_id, digest)
+        if asset is not None and asset.state == AssetState.FAILED:
+            self.begin(lifecycle.reset_asset(asset))
+        link = self.link(workspace_id, digest, project_id)
+        if link is not None and link.state == LinkState.FAILED:
+            self.begin(lifecycle.reset_link(link))
+
+    # -- connections and schema ---------------------------------------------------------------
+
+    def _conn(self) -> Conn:
+        """This thread's reading connection (readers never wait for the writer)."""
+        conn: Conn | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.backend.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _apply(self, fn: Callable[[Conn], T], *, durable: bool = False) -> T:
+        """Run ``fn`` in a write transaction on the writer thread; return what it returns.
+
+        ``durable``: the commit is on disk before this returns. The writes
+        this thread queued before are committed with it (the writer keeps queue order).
+        """
+        result = self._writer.apply(fn, durable=durable)
+        self._local.pending = 0
+        return result
+
+
+# -- rows <-> records --------------------------------------------------------------------------
+
+_ASSET_COLS = (
+    "workspace_id, digest, size_bytes, file_name, content_type, state, asset_id, generation,"
+    " reserve_key, reserved_at, upload_json, upload_expires_at, renewals, ready_deadline,"
+    " attempts, error_code, error_message, error_at"
+)
+_LINK_COLS = (
+    "workspace_id, digest, project_id, state, generation, attach_key, node_id, attempts,"
+    " error_code, error_message, error_at"
+)
+# the project filter is in the join condition: the probe of links is for the scanned project only,
+# and a file mapped to another project is never attached here (whatever its own link says)
+_KNOWN_FILES = (
+    "SELECT f.name, f.digest, f.problem_code IS NOT NULL, l.state IS NOT NULL, f.dev, f.ino,"
+    " f.size_bytes, f.mtime_ns, f.ctime_ns FROM files f LEFT JOIN links l"
+    " ON f.project_id = ? AND l.workspace_id = ? AND l.digest = f.digest"
+    " AND l.project_id = ? AND l.state = 'attached' WHERE "
+)
+_FILE_COLS = (
+    "path, folder, project_id, dir, name, dev, ino, size_bytes, mtime_ns, ctime_ns, digest,"
+    " problem_code, problem_message, problem_at, updated_at"
+)
+
+
+def _upsert(table: str, columns: str, key: str) -> str:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` of every other column (SQLite and PostgreSQL
+    both speak it; SQLite's ``INSERT OR REPLACE`` is its own dialect)."""
+    names = [c.strip() for c in columns.split(",")]
+    keys = {k.strip() for k in key.split(",")}
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names if c not in keys)
+    marks = ", ".join("?" * len(names))
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+        f" ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    )
+
+
+def _insert_missing(table: str, columns: str) -> str:
+    marks = ", ".join("?" * len(columns.split(",")))
+    return f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+
+
+_UPSERT_FILE = _upsert("files", _FILE_COLS, "path")
+_UPSERT_ASSET = _upsert("assets", f"{_ASSET_COLS}, updated_at", "workspace_id, digest")
+_INSERT_ASSET = _insert_missing("assets", f"{_ASSET_COLS}, updated_at")
+_UPSERT_LINK = _upsert("links", f"{_LINK_COLS}, updated_at", "workspace_id, digest, project_id")
+_INSERT_LINK = _insert_missing("links", f"{_LINK_COLS}, updated_at")
+
+
+def _save_statement(rec: AssetRecord | LinkRecord) -> tuple[str, tuple[Any, ...]]:
+    if isinstance(rec, AssetRecord):
+        return _UPSERT_ASSET, _asset_row(rec)
+    return _UPSERT_LINK, _link_row(rec)
+
+
+def _file_row(entry: FileEntry, now: float) -> tuple[Any, ...]:
+    st, problem = entry.stat, entry.problem
+    stat_cols = (st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns) if st else (None,) * 5
+    problem_cols = (problem.code, problem.message, problem.at) if problem else (None,) * 3
+    return (
+        entry.path,
+        entry.folder,
+        entry.project_id,
+        entry.directory,
+        entry.name,
+        *stat_cols,
+        entry.digest,
+        *problem_cols,
+        now,
+    )
+
+
+def _asset_row(r: AssetRecord) -> tuple[Any, ...]:
+    upload = r.upload.to_json() if r.upload else None
+    expires = r.upload.expires_at if r.upload else None
+    return (
+        r.workspace_id,
+        r.digest,
+        r.size_bytes,
+        r.file_name,
+        r.content_type,
+        str(r.state),
+        r.asset_id,
+        r.generation,
+        r.reserve_key,
+        r.reserved_at,
+        upload,
+        expires,
+        r.renewals,
+        r.ready_deadline,
+        r.attempts,
+        *_failure_cols(r.error),
+    )
+
+
+def _asset_from_row(row: tuple[Any, ...]) -> AssetRecord:
+    upload = UploadInstructions.from_json(row[10]) if row[10] else None
+    return AssetRecord(
+        workspace_id=row[0],
+        digest=row[1],
+        size_bytes=row[2],
+        file_name=row[3],
+        content_type=row[4],
+        state=AssetState(row[5]),
+        asset_id=row[6],
+        generation=row[7],
+        reserve_key=row[8],
+        reserved_at=row[9],
+        upload=upload,
+        renewals=row[12],
+        ready_deadline=row[13],
+        attempts=row[14],
+        error=_failure(row[15:18]),
+    )
+
+
+def _link_row(r: LinkRecord) -> tuple[Any, ...]:
+    return (
+        r.workspace_id,
+        r.digest,
+        r.project_id,
+        str(r.state),
+        r.generation,
+        r.attach_key,
+        r.node_id,
+        r.attempts,
+        *_failure_cols(r.error),
+    )
+
+
+def _link_from_row(row: tuple[Any, ...]) -> LinkRecord:
+    return LinkRecord(
+        workspace_id=row[0],
+        digest=row[1],
+        project_id=row[2],
+        state=LinkState(row[3]),
+        generation=row[4],
+        attach_key=row[5],
+        node_id=row[6],
+        attempts=row[7],
+        error=_failure(row[8:11]),
+    )
+
+
+def _failure_cols(f: Failure | None) -> tuple[Any, Any, Any]:
+    return (f.code, f.message, f.at) if f else (None, None, None)
+
+
+def _failure(cols: tuple[Any, ...]) -> Failure | None:
+    return Failure(cols[0], cols[1] or "", cols[2] or 0.0) if cols[0] else None
+
+
+def _cached(row: tuple[Any, ...]) -> CachedFile:
+    stat = FileStat(*row[2:7]) if row[2] is not None else None
+    return CachedFile(
+        path=row[0],
+        project_id=row[1],
+        stat=stat,
+        digest=row[7],
+        has_problem=row[8] is not None,
+        link_state=row[9],
+    )
