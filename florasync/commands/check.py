@@ -20,6 +20,7 @@ from florasync.flora import api
 from florasync.local import scanner
 from florasync.local.placement import NO_PROJECT, Target, Unplaced, own_target, subfolder_targets
 from florasync.local.rules import FolderRules
+from florasync.state.journal import opening
 from florasync.sync import projects
 
 
@@ -62,6 +63,7 @@ def check(*, config_path: str | None) -> ExitCode:
     report.ok("config", f"{rt.path} ({len(rt.cfg.folders)} folder(s))")
     _check_folders(rt.cfg, report)
     _check_state_dir(rt.cfg.state_dir, report)
+    _check_journal(rt, report)
     try:
         client = rt.client()
     except errors.ConfigError as exc:
@@ -90,6 +92,21 @@ def _check_state_dir(state_dir: Path, report: Report) -> None:
         report.ok("state dir", f"{state_dir}{created}")
     else:
         report.fail("state dir", f"state_dir: {state_dir} is not writable", ExitCode.USAGE)
+
+
+def _check_journal(rt: runtime.Runtime, report: Report) -> None:
+    """A PostgreSQL journal is reachable (nothing is created: the first run migrates it)."""
+    if rt.cfg.journal is None:
+        return
+    try:
+        url = opening.database_url(rt.cfg, rt.env)
+        assert url is not None  # noqa: S101 -- journal is configured
+        from florasync.state.journal import postgres  # psycopg only when it is configured
+
+        backend = postgres.PostgresBackend(url)
+        report.ok("journal", f"{backend.where}: {backend.probe()}")
+    except errors.FlorasyncError as exc:
+        report.fail("journal", str(exc), exc.exit_code)
 
 
 def _check_workspace(client: api.FloraClient, cfg: config.Config, report: Report) -> bool:

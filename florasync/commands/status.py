@@ -40,6 +40,7 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
         "schema": SCHEMA_VERSION,
         "config": str(rt.path),
         "state_dir": str(cfg.state_dir),
+        "journal": None,
         "workspace_id": cfg.workspace_id,
         "running": {"pid": pid} if pid else None,
         "folders": [_configured_row(f) for f in cfg.folders],
@@ -51,6 +52,7 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
     if not opening.journal_exists(cfg, rt.env):
         return report
     j = opening.open_journal(cfg, rt.env)
+    report["journal"] = j.path
     try:
         _fill(report, j, cfg.workspace_id, failures)
     finally:
@@ -119,7 +121,7 @@ def render(report: dict[str, Any]) -> str:
     running = report["running"]
     lines = [
         f"config:    {report['config']}",
-        f"journal:   {report['state_dir']}",
+        f"journal:   {report['journal'] or report['state_dir']}",
         f"running:   {'pid ' + str(running['pid']) if running else 'no'}",
     ]
     for f in report["folders"]:

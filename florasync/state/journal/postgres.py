@@ -125,6 +125,10 @@ class PostgresBackend:
     def lock_run(self, state_dir: Path) -> RunLock:
         """The state dir's lock (``status`` on this host names the pid), and the database's:
         one florasync process per journal until fleet mode shares it."""
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # only the lock lives here
+        except OSError as exc:
+            raise errors.JournalError(f"cannot create the state dir {state_dir}: {exc}") from None
         local = RunLock(state_dir)
         try:
             conn = self.connect()
@@ -138,6 +142,26 @@ class PostgresBackend:
             raise errors.AlreadyRunningError(None, f"the journal database {self.where}")
         self._run_conn = conn.raw
         return local
+
+    def probe(self) -> str:
+        """Reach the database without changing it: its server version and our schema's
+        (``check``). Raises JournalError when it cannot be reached."""
+        conn = self._connect()
+        try:
+            version = conn.execute("SHOW server_version").fetchone()
+            table = conn.execute("SELECT to_regclass('florasync_schema')").fetchone()
+            schema = None
+            if table is not None and table[0] is not None:
+                schema = conn.execute("SELECT max(version) FROM florasync_schema").fetchone()
+        except psycopg.Error as exc:
+            raise errors.JournalError(
+                f"the journal database {self.where} answered: {_reason(exc)}"
+            ) from None
+        finally:
+            conn.close()
+        server = version[0] if version else "?"
+        ours = f"schema {schema[0]}" if schema else "empty: created at the first run"
+        return f"PostgreSQL {server}, {ours}"
 
     def close(self) -> None:
         if self._run_conn is not None:

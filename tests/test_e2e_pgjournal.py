@@ -1,0 +1,193 @@
+"""The journal in PostgreSQL, end to end through the CLI (issue 14, its first step)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from florasync.flora.secret import Secret
+from florasync.state.journal.postgres import PostgresBackend
+from florasync.state.journal.store import Journal
+
+from .helpers import LONG_TIMEOUT, assert_exactly_once, mutating_requests, run_cli, wait_until
+from .pgcluster import PgCluster, create_database, drop_database
+from .syncenv import SyncEnv
+
+URL_ENV = "FLORASYNC_DATABASE_URL"
+
+
+@pytest.fixture
+def database(postgres: PgCluster) -> Iterator[str]:
+    """A fresh, empty database in the session's cluster; its URL."""
+    url = create_database(postgres)
+    yield url
+    drop_database(postgres, url)
+
+
+def _use_postgres(env: SyncEnv, url: str) -> dict[str, str]:
+    env.write_config(journal={"url_env": URL_ENV})
+    return {URL_ENV: url}
+
+
+def test_a_scan_with_the_journal_in_postgresql(env: SyncEnv, database: str) -> None:
+    """``journal: {url_env}``: files sync exactly once, a rescan sends nothing mutating,
+    ``status`` reads the counts from PostgreSQL, no SQLite file is made, and the URL's
+    password is in no output."""
+    extra = _use_postgres(env, database)
+    for n in range(6):
+        env.add(n % 2, f"p{n}.png")
+    result = env.cli("run", "--scan", env=extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_exactly_once(env.sb.state(), env.expected())
+    before = len(mutating_requests(env.sb.state()))
+    again = env.cli("run", "--scan", env=extra)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "6 unchanged" in again.stdout
+    assert len(mutating_requests(env.sb.state())) == before
+    status = env.cli("status", env=extra)
+    assert status.returncode == 0, status.stderr
+    assert "3 synced" in status.stdout
+    assert not list(env.state_dir.glob("journal.sqlite3*"))
+    password = psycopg.conninfo.conninfo_to_dict(database)["password"]
+    assert isinstance(password, str)
+    for output in (result, again, status):
+        assert password not in output.stdout + output.stderr
+
+
+def test_a_second_process_on_the_same_journal_database_is_refused(
+    env: SyncEnv, database: str, tmp_path: Path
+) -> None:
+    """While one florasync holds the journal database, another (even with another state dir)
+    exits 2 naming the database; after kill -9 of the first, a new one starts at once."""
+    extra = _use_postgres(env, database)
+    daemon = env.popen("run", extra_env=extra)
+    try:
+        wait_until(lambda: _holds_run_lock(database), timeout=LONG_TIMEOUT, message="the lock")
+        other = env.root / "other.yaml"
+        other.write_text(
+            env.config.read_text().replace(str(env.state_dir), str(tmp_path / "other-state"))
+        )
+        refused = run_cli("run", "-c", str(other), "--scan", api_key=env.sb.api_key, env=extra)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "already running" in refused.stderr
+        assert "127.0.0.1" in refused.stderr
+    finally:
+        env.kill(daemon)
+    result = env.cli("run", "--scan", env=extra)  # the lock died with the killed connection
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _holds_run_lock(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        ).fetchone()
+    return row is not None and row[0] > 0
+
+
+def test_check_reaches_the_journal_database_and_changes_nothing(
+    env: SyncEnv, database: str
+) -> None:
+    """``check`` says the journal database answers (an empty one: "created at the first run")
+    and creates no table in it."""
+    result = env.cli("check", env=_use_postgres(env, database))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "journal: postgresql://127.0.0.1:" in result.stdout
+    assert "empty: created at the first run" in result.stdout
+    with psycopg.connect(database) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone()
+    assert tables == (0,)
+
+
+def test_an_unreachable_database_is_a_clear_error(env: SyncEnv, postgres: PgCluster) -> None:
+    """A journal database nobody answers for: exit 2 naming host, port and database, never the
+    password, no traceback."""
+    url = postgres.url.rsplit("/", 1)[0].replace(str(postgres.port), "1") + "/nowhere"
+    result = env.cli("run", "--scan", env=_use_postgres(env, url))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot reach the journal database postgresql://127.0.0.1:1/nowhere" in result.stderr
+    assert postgres.password not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("journal", "extra", "key"),
+    [
+        ({"url_env": URL_ENV, "url_file": "/x"}, {}, "journal"),
+        ({}, {}, "journal"),
+        ({"url_env": "postgresql://u:p@h/d"}, {}, "journal.url_env"),
+        ({"url_env": URL_ENV}, {}, "journal.url_env"),
+        ({"url_env": URL_ENV}, {URL_ENV: "mysql://u:p@h/d"}, "journal.url_env"),
+    ],
+    ids=["both", "neither", "a-url-not-a-name", "unset", "not-postgresql"],
+)
+def test_a_wrong_journal_setting_names_the_key(
+    env: SyncEnv, journal: dict[str, str], extra: dict[str, str], key: str
+) -> None:
+    """A wrong ``journal`` mapping exits 2 naming the key, and shows no URL it was given."""
+    env.write_config(journal=journal)
+    result = env.cli("run", "--scan", env=extra)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"florasync: {key}:") or f" {key}:" in result.stderr
+    assert "u:p@" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_processes_migrating_a_new_database_at_once_migrate_it_once(
+    database: str, tmp_path: Path
+) -> None:
+    """Four journals opened on one empty database at the same moment: the schema is created
+    once (the advisory lock), and every one of them works."""
+    barrier = threading.Barrier(4)
+    opened: list[Journal] = []
+    failures: list[BaseException] = []
+
+    def open_one(n: int) -> None:
+        barrier.wait()
+        try:
+            opened.append(Journal.open(tmp_path / f"s{n}", PostgresBackend(Secret(database))))
+        except BaseException as exc:  # noqa: BLE001 -- reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert failures == []
+        with psycopg.connect(database) as conn:
+            versions = conn.execute("SELECT version FROM florasync_schema").fetchall()
+        assert versions == [(1,)]
+        assert all(j.take_retry_requests() == [] for j in opened)
+    finally:
+        for j in opened:
+            j.close()
+
+
+def test_sigterm_of_a_daemon_on_postgresql_is_clean(env: SyncEnv, database: str) -> None:
+    """The daemon on a PostgreSQL journal syncs a new file and exits 0 on SIGTERM."""
+    extra = _use_postgres(env, database)
+    proc = env.popen("run", extra_env=extra)
+    try:
+        f = env.add(0, "live.png")
+        wait_until(
+            lambda: any(n for n in env.sb.state(requests=False)["nodes"].get(env.projects[0], [])),
+            timeout=LONG_TIMEOUT,
+            message=f"{f.name} attached",
+        )
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=LONG_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        env.kill(proc)
+        raise
+    assert proc.returncode == 0, out + err
+    assert_exactly_once(env.sb.state(), env.expected())
