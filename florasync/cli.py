@@ -185,6 +185,19 @@ def _args_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary demo directory")
 
 
+def _args_journal(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument(
+        "action", choices=["migrate"], help="migrate: copy the SQLite journal into PostgreSQL"
+    )
+    parser.add_argument(
+        "--to",
+        metavar="URL",
+        help="the target postgresql:// URL without a password (PGPASSWORD or ~/.pgpass hold "
+        "it; default: the config's journal:)",
+    )
+
+
 _COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
     ("run", "the daemon: catch-up scan, then watch until SIGTERM (--scan: one-shot)", _args_run),
     ("status", "what the journal knows: counts per folder and state, recent failures",
@@ -196,6 +209,8 @@ _COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
     ("sandbox", "run a local FLORA-compatible API and upload target", _args_sandbox),
     ("demo", "try florasync end to end against a built-in sandbox (no account needed)",
      _args_demo),
+    ("journal", "journal migrate: copy the SQLite journal into a PostgreSQL one",
+     _args_journal),
 ]  # fmt: skip
 
 

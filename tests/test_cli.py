@@ -12,7 +12,7 @@ from florasync.sandbox import Sandbox
 
 from .helpers import run_cli, write_config
 
-COMMANDS = ["run", "check", "status", "retry", "projects", "sandbox", "demo"]
+COMMANDS = ["run", "check", "status", "retry", "projects", "sandbox", "demo", "journal"]
 
 
 def _config(tmp_path: Path, sb: Sandbox, **extra: Any) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import threading
@@ -191,3 +192,43 @@ def test_sigterm_of_a_daemon_on_postgresql_is_clean(env: SyncEnv, database: str)
         raise
     assert proc.returncode == 0, out + err
     assert_exactly_once(env.sb.state(), env.expected())
+
+
+def test_journal_migrate_moves_a_host_without_uploading_again(env: SyncEnv, database: str) -> None:
+    """A host's SQLite journal copied into PostgreSQL (``journal migrate``): the run on the
+    database afterwards finds everything unchanged and sends no mutating request; ``status``
+    counts the same; the SQLite file is left as it was."""
+    for n in range(8):
+        env.add(n % 2, f"m{n}.png")
+    assert env.scan().returncode == 0
+    before = env.status()
+    sqlite_file = env.state_dir / "journal.sqlite3"
+    size = sqlite_file.stat().st_size
+    extra = _use_postgres(env, database)
+    result = env.cli("journal", "migrate", env=extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 files" in result.stdout
+    assert sqlite_file.stat().st_size == size
+    requests = len(mutating_requests(env.sb.state()))
+    again = env.cli("run", "--scan", env=extra)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "8 unchanged" in again.stdout
+    assert len(mutating_requests(env.sb.state())) == requests
+    after = json.loads(env.cli("status", "--json", env=extra).stdout)
+    assert [(f["path"], f["synced"]) for f in after["folders"]] == [
+        (f["path"], f["synced"]) for f in before["folders"]
+    ]
+    refused = env.cli("journal", "migrate", env=extra)  # the database is not empty now
+    assert refused.returncode == 2
+    assert "not empty" in refused.stderr
+
+
+def test_journal_migrate_refuses_a_password_on_the_command_line(env: SyncEnv) -> None:
+    """``--to`` with a password in the URL exits 2 without echoing it (argv is public)."""
+    env.add(0, "a.png")
+    assert env.scan().returncode == 0
+    result = env.cli("journal", "migrate", "--to", "postgresql://u:s3cret@127.0.0.1:1/x")
+    assert result.returncode == 2
+    assert "--to" in result.stderr
+    assert "PGPASSWORD" in result.stderr
+    assert "s3cret" not in result.stderr

@@ -131,17 +131,20 @@ class PostgresBackend:
             raise errors.JournalError(f"cannot create the state dir {state_dir}: {exc}") from None
         local = RunLock(state_dir)
         try:
-            conn = self.connect()
-            row = conn.execute("SELECT pg_try_advisory_lock(?)", (_RUN_LOCK,)).fetchone()
+            self.lock_database()
         except BaseException:
             local.release()
             raise
+        return local
+
+    def lock_database(self) -> None:
+        """Hold the database's run lock until ``close`` (raises AlreadyRunningError)."""
+        conn = self.connect()
+        row = conn.execute("SELECT pg_try_advisory_lock(?)", (_RUN_LOCK,)).fetchone()
         if row is None or not row[0]:
             conn.close()
-            local.release()
             raise errors.AlreadyRunningError(None, f"the journal database {self.where}")
         self._run_conn = conn.raw
-        return local
 
     def probe(self) -> str:
         """Reach the database without changing it: its server version and our schema's

@@ -434,6 +434,29 @@ class Journal:
         self._apply(insert)
         return len(batch)
 
+    # -- moving a journal ---------------------------------------------------------------------
+
+    def row_counts(self) -> dict[str, int]:
+        """How many rows each table holds (``journal migrate`` reports and checks them)."""
+        conn = self._conn()
+        return {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in _TABLES}
+
+    def copy_into(self, target: Journal) -> dict[str, int]:
+        """Copy every row into ``target`` (another backend), each table in batches; the
+        counts copied. Events get new ids in the target, in the same order."""
+        self.flush()
+        copied = {}
+        for table, columns in _TABLES.items():
+            rows = self._conn().execute(f"SELECT {columns} FROM {table}")
+            copied[table] = 0
+            while batch := rows.fetchmany(5000):
+                target._insert_rows(_insert_missing(table, columns), batch)
+                copied[table] += len(batch)
+        return copied
+
+    def _insert_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._apply(lambda c: c.executemany(sql, rows), durable=True)
+
     def take_retry_requests(self) -> list[str]:
         """Paths put back by ``florasync retry`` since the last call (the daemon polls this).
 
@@ -558,6 +581,14 @@ def _insert_missing(table: str, columns: str) -> str:
 
 
 _UPSERT_FILE = _upsert("files", _FILE_COLS, "path")
+_TABLES = {  # every table and the columns a copy carries (an event's id is the target's)
+    "assets": f"{_ASSET_COLS}, updated_at",
+    "links": f"{_LINK_COLS}, updated_at",
+    "files": _FILE_COLS,
+    "projects": "workspace_id, name, project_id, create_key, create_at, generation, updated_at",
+    "retry_requests": "path, requested_at",
+    "events": "at, folder, kind, message",
+}
 _UPSERT_ASSET = _upsert("assets", f"{_ASSET_COLS}, updated_at", "workspace_id, digest")
 _INSERT_ASSET = _insert_missing("assets", f"{_ASSET_COLS}, updated_at")
 _UPSERT_LINK = _upsert("links", f"{_LINK_COLS}, updated_at", "workspace_id, digest, project_id")
