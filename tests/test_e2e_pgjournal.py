@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
 from florasync.flora.secret import Secret
 from florasync.state.journal.postgres import PostgresBackend
@@ -232,3 +236,95 @@ def test_journal_migrate_refuses_a_password_on_the_command_line(env: SyncEnv) ->
     assert "--to" in result.stderr
     assert "PGPASSWORD" in result.stderr
     assert "s3cret" not in result.stderr
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PgCluster]:
+    """A cluster of this test's own, to stop and start without disturbing the others."""
+    base = Path(tempfile.mkdtemp(prefix="florasync-pg-"))
+    cluster = PgCluster(base / "cluster").init()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _healthz(port: int) -> tuple[int, str]:
+    try:
+        answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    except requests.RequestException as exc:
+        return 0, str(exc)
+    return answer.status_code, answer.text
+
+
+def test_the_daemon_waits_out_a_stopped_database(env: SyncEnv, own_postgres: PgCluster) -> None:
+    """PostgreSQL stopped under a running daemon: /healthz says 503 naming the journal, files
+    saved meanwhile wait (nothing is sent without its intent journaled); started again,
+    everything lands exactly once and /healthz is 200."""
+    url = create_database(own_postgres)
+    port = _free_port()
+    env.write_config(journal={"url_env": URL_ENV}, metrics={"listen": f"127.0.0.1:{port}"})
+    for n in range(4):
+        env.add(0, f"before{n}.png")
+    proc = env.popen("run", extra_env={URL_ENV: url})
+    try:
+        wait_until(lambda: _synced_count(env) == 4, timeout=LONG_TIMEOUT, message="catch-up")
+        own_postgres.stop("fast")
+        for n in range(4):
+            env.add(1, f"during{n}.png")
+        wait_until(lambda: _healthz(port)[0] == 503, timeout=LONG_TIMEOUT, message="healthz 503")
+        assert "journal" in _healthz(port)[1]
+        while_down = env.sb.state()["requests"]
+        own_postgres.start()
+        wait_until(lambda: _synced_count(env) == 8, timeout=LONG_TIMEOUT, message="after")
+        wait_until(lambda: _healthz(port)[0] == 200, timeout=LONG_TIMEOUT, message="healthz 200")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=LONG_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            env.kill(proc)
+    assert proc.returncode == 0, out + err
+    assert own_postgres.password not in out + err
+    assert [r["route"] for r in while_down].count("POST /assets") == 4, "sent while down"
+    assert_exactly_once(env.sb.state(), env.expected())
+
+
+def test_a_scan_whose_database_stops_ends_and_the_next_run_finishes(
+    env: SyncEnv, own_postgres: PgCluster
+) -> None:
+    """PostgreSQL stopped in the middle of ``run --scan``: the run ends (exit 1, the journal
+    named in its message); after a restart of the database a new run completes, exactly once."""
+    url = create_database(own_postgres)
+    extra = _use_postgres(env, url)
+    env.sb.faults.update(latency_seconds=0.05)
+    for n in range(40):
+        env.add(n % 2, f"s{n:02d}.png")
+    proc = env.popen("run", "--scan", extra_env=extra)
+    try:
+        wait_until(lambda: _synced_count(env) >= 4, timeout=LONG_TIMEOUT, message="some synced")
+        own_postgres.stop("immediate")
+        out, err = proc.communicate(timeout=LONG_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            env.kill(proc)
+    assert proc.returncode == 1, out + err
+    assert "journal" in out + err
+    assert "Traceback" not in err
+    own_postgres.start()
+    env.sb.faults.update(latency_seconds=0.0)
+    result = env.cli("run", "--scan", env=extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_exactly_once(env.sb.state(), env.expected())
+
+
+def _synced_count(env: SyncEnv) -> int:
+    return sum(len(nodes) for nodes in env.sb.state(requests=False)["nodes"].values())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

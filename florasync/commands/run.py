@@ -50,13 +50,22 @@ def scan(*, config_path: str | None, grace_seconds: float = GRACE_SECONDS) -> Ex
     started = time.monotonic()
     engine = Engine(rt, retry_deferred=False, progress=progress)
     interrupted: list[int] = []
+    unscanned: errors.JournalError | None = None
     with engine, _signals(engine, interrupted):
-        engine.sweep_all()
+        try:
+            engine.sweep_all()
+        except errors.JournalError as exc:  # its database went away: finish what was offered
+            unscanned = exc
         engine.pipeline.wait_idle()
         engine.close(grace_seconds)
     if progress is not None:
         progress.close()
-    return _conclude(engine, interrupted, time.monotonic() - started)
+    code = _conclude(engine, interrupted, time.monotonic() - started)
+    if unscanned is not None:
+        print(f"florasync: the scan stopped: {unscanned}; the rest is left for the next run",
+              file=sys.stderr)  # fmt: skip
+        return max(code, ExitCode.FAILED)
+    return code
 
 
 @contextlib.contextmanager

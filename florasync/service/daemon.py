@@ -82,7 +82,7 @@ class Daemon:
         self._reloads = 0  # a key probe started before a reload asked with the old key
 
     def run(self) -> ExitCode:
-        self._observability = Monitoring.build(self.rt.cfg, self.is_healthy)
+        self._observability = Monitoring.build(self.rt.cfg, self.is_healthy, self._trouble)
         self.engine = Engine(
             self.rt,
             retry_deferred=True,
@@ -212,6 +212,11 @@ class Daemon:
             self._wake.wait(TICK_SECONDS)
             self._wake.clear()
 
+    def _trouble(self) -> str | None:
+        """Why the daemon cannot do its work though every thread runs (for /healthz)."""
+        engine = getattr(self, "engine", None)
+        return engine.pipeline.journal_down if engine is not None else None
+
     def is_healthy(self) -> bool:
         """The watcher, the sweeper and every pipeline thread are alive."""
         pipeline = self.engine.pipeline
@@ -292,6 +297,8 @@ class Daemon:
         pipeline = self.engine.pipeline
         if pipeline.refused is not None:
             return f"paused: FLORA refused the API key ({pipeline.refused.code}); fix it, reload"
+        if pipeline.journal_down is not None:
+            return f"waiting for the journal: {pipeline.journal_down}"
         summary = pipeline.summary
         return (
             f"{len(self.rt.cfg.folders)} folder(s); queued {pipeline.outstanding}, "

@@ -183,8 +183,9 @@ def retry_reason(exc: BaseException) -> str:
 class HealthState:
     """Whether the daemon is healthy, from its threads and the API's recent answers.
 
-    Unhealthy when ``threads_ok()`` is false, when the last API answer refused the key, or when
-    API requests have failed for ``api_window_seconds`` without one success. Healthy at start,
+    Unhealthy when ``threads_ok()`` is false, when ``trouble()`` names a reason (the journal
+    cannot be reached), when the last API answer refused the key, or when API requests have
+    failed for ``api_window_seconds`` without one success. Healthy at start,
     before any API traffic. Times are on ``clock`` (monotonic); ``check`` takes one explicitly.
     """
 
@@ -192,10 +193,12 @@ class HealthState:
         self,
         threads_ok: Callable[[], bool] = lambda: True,
         *,
+        trouble: Callable[[], str | None] = lambda: None,
         api_window_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threads_ok = threads_ok
+        self.trouble = trouble
         self.api_window_seconds = api_window_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -232,6 +235,8 @@ class HealthState:
         """(healthy, reason) at ``now``; the reason is "ok" when healthy."""
         if not self.threads_ok():
             return False, "a florasync thread has stopped"
+        if (trouble := self.trouble()) is not None:
+            return False, trouble
         with self._lock:
             if self._refused:
                 return False, self._reason

@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 class Monitoring:
     """The opt-in /metrics and /healthz endpoint; imports prometheus only when configured."""
 
-    def __init__(self, listen: str | None, threads_ok: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        listen: str | None,
+        threads_ok: Callable[[], bool],
+        trouble: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._listen = listen
         self._server: metrics.MetricsServer | None = None
         self.progress: Progress | None = None
@@ -33,13 +38,18 @@ class Monitoring:
         from florasync.service import metrics
 
         self._metrics = metrics.Metrics()
-        self._health = metrics.HealthState(threads_ok)
+        self._health = metrics.HealthState(threads_ok, trouble=trouble)
         self.progress = self._metrics
         self.client_hooks = {"on_response": self._on_response, "on_retry": self._metrics.on_retry}
 
     @classmethod
-    def build(cls, cfg: config.Config, threads_ok: Callable[[], bool]) -> Monitoring:
-        return cls(cfg.metrics.listen if cfg.metrics else None, threads_ok)
+    def build(
+        cls,
+        cfg: config.Config,
+        threads_ok: Callable[[], bool],
+        trouble: Callable[[], str | None] = lambda: None,
+    ) -> Monitoring:
+        return cls(cfg.metrics.listen if cfg.metrics else None, threads_ok, trouble)
 
     def start(self, pipeline: Pipeline) -> None:
         if self._listen is None:

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
+from florasync import errors
 from florasync.config.config import FolderConfig
 from florasync.errors import StoppedError
 from florasync.local import scanner
@@ -26,6 +27,7 @@ from florasync.sync.engine import Engine
 log = logging.getLogger(__name__)
 
 ROUTINE = frozenset({"poll", "catch-up scan", "periodic safety rescan"})
+JOURNAL_RETRY_SECONDS = 5.0  # a sweep that met an unreachable journal waits this long
 
 
 def folder_of(path: str, folders: Sequence[FolderConfig]) -> FolderConfig | None:
@@ -96,7 +98,25 @@ class Sweeper:
 
     def _run(self) -> None:
         while (task := self._next()) is not None:
-            task()
+            try:
+                task()
+            except errors.JournalError as exc:  # its database went away: try again later
+                self._engine.pipeline.journal_trouble(exc)
+                self._requeue(task)
+                with self._cond:
+                    self._cond.wait(JOURNAL_RETRY_SECONDS)  # stop() wakes it
+            else:
+                self._engine.pipeline.journal_back()
+
+    def _requeue(self, task: Callable[[], None]) -> None:
+        """Put back what met an unreachable journal, to be done once it is back."""
+        if isinstance(task, functools.partial) and task.func == self._sweep:
+            self.request(*task.args)
+        elif isinstance(task, functools.partial) and task.func == self._walk:
+            with self._cond:
+                self._walks[task.args] = None
+        else:
+            self.pick_up_retries()
 
     def _next(self) -> Callable[[], None] | None:
         """What to do next: retries (a user asked), new directories, then rescans in order."""

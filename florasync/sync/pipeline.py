@@ -50,6 +50,7 @@ PAYMENT_PAUSE_SECONDS = 300.0
 MAX_DEFER_SECONDS = 900.0
 FAST_LANE = 2  # files a user just saved, per stage; a burst of saves queues in the watcher
 MAX_SIBLING_RETRIES = 2  # one-shot run: tries of a deferred file behind same-content siblings
+JOURNAL_RETRY_SECONDS = 5.0  # daemon: a file that met an unreachable journal is offered again
 _POLL_SECONDS = 0.2
 
 
@@ -147,6 +148,7 @@ class Pipeline:
         self.summary = Summary()
         self.fatal: errors.FlorasyncError | None = None
         self.broken: str | None = None  # set when a thread died: the run cannot finish
+        self.journal_down: str | None = None  # why the journal cannot be used now (health)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -430,6 +432,7 @@ class Pipeline:
                 finally:
                     with self._mutex:
                         siblings = shared.users > 1  # files with the same bytes wait for it
+            self.journal_back()
         except errors.CredentialsError as exc:
             if self._on_refused is None:
                 raise  # one-shot: fatal for the whole process (exit 3)
@@ -585,11 +588,40 @@ class Pipeline:
                 self._finish(item, Outcome.VANISHED, None)
             else:
                 self._problem(item, exc.code, exc.message)
+        except errors.JournalError as exc:
+            self._journal_unavailable(item, exc)
         except Exception as exc:  # the one place an unknown error becomes a file's outcome
             log.error(  # noqa: TRY400 -- a traceback only with --debug
                 "%s: %s", item.path, _error_text(exc), exc_info=log.isEnabledFor(logging.DEBUG)
             )
             self._problem(item, _error_code(exc), _error_text(exc))
+
+    def journal_trouble(self, exc: errors.JournalError) -> None:
+        """The journal cannot be used now (its database went away): say so once."""
+        if self.journal_down is None:
+            log.error("%s; files wait until the journal is back", exc)
+        self.journal_down = str(exc)
+
+    def journal_back(self) -> None:
+        """The journal answered again."""
+        if self.journal_down is not None:
+            self.journal_down = None
+            log.info("the journal is back; files that waited go on")
+
+    def _journal_unavailable(self, item: Item, exc: errors.JournalError) -> None:
+        """No request may leave without its intent in the journal, so the file waits: the
+        daemon offers it again shortly; a one-shot run counts it deferred (exit 1)."""
+        self.journal_trouble(exc)
+        if not self._retry_deferred or self._closing.is_set():
+            result = Result(Outcome.DEFERRED, None, "journal_unavailable", str(exc))
+            self._finish(item, Outcome.DEFERRED, result)
+            return
+        self.progress.queued(-1, -item.stat.size)  # offered again: counted in again then
+        self._finish_quietly()
+        self._timers.after(JOURNAL_RETRY_SECONDS, lambda: self._offer_again(item))
+
+    def _offer_again(self, item: Item) -> None:
+        self.offer(item.path, item.folder, closed=item.fresh)
 
     def _fatal(self, item: Item, exc: errors.CredentialsError) -> None:
         self.fatal = exc

@@ -182,17 +182,31 @@ class _PgConn:
         self.raw = connect()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self._usable().execute(_placeholders(sql), params)
+        try:
+            return self._usable().execute(_placeholders(sql), params)
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
-        cursor = self._usable().cursor()
-        cursor.executemany(_placeholders(sql), list(rows))
+        try:
+            cursor = self._usable().cursor()
+            cursor.executemany(_placeholders(sql), list(rows))
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
         return cursor
 
     def _usable(self) -> psycopg.Connection[Any]:
         if self.raw.closed or self.raw.broken:
             self.raw = self._connect()
         return self.raw
+
+    def _unavailable(self, exc: psycopg.OperationalError) -> errors.JournalError:
+        """The connection failed under a statement: the database went away (or restarts)."""
+        where = self.raw.info.host, self.raw.info.port, self.raw.info.dbname
+        return errors.JournalError(
+            f"the journal database postgresql://{where[0]}:{where[1]}/{where[2]} is "
+            f"unavailable: {_reason(exc)}"
+        )
 
     def close(self) -> None:
         self.raw.close()

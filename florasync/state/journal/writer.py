@@ -160,7 +160,7 @@ class Writer:
             for op in batch:
                 _run_op(conn, op)
             conn.execute("COMMIT")
-        except self._backend.error as exc:
+        except (self._backend.error, errors.JournalError) as exc:  # the database went away
             _rollback(conn, self._backend.error)
             self._fail(batch, exc)
             return False
@@ -192,10 +192,11 @@ def _run_op(conn: Conn, op: Op[Any]) -> None:
 
 
 def _rollback(conn: Conn, error: type[Exception]) -> None:
-    with contextlib.suppress(error):  # no transaction was open (BEGIN failed), or no connection
+    # no transaction was open (BEGIN failed), or the connection is gone
+    with contextlib.suppress(error, errors.JournalError):
         conn.execute("ROLLBACK")
 
 
 def _close_quietly(conn: Conn, error: type[Exception]) -> None:
-    with contextlib.suppress(error):  # already broken
+    with contextlib.suppress(error, errors.JournalError):  # already broken
         conn.close()
