@@ -360,12 +360,6 @@ def test_offers_in_any_interleaving_leave_nothing_queued(seed, make, root):
             "HTTP 409 lifecycle_error: listing is locked",
             id="conflict-from-list-nodes",
         ),
-        pytest.param(
-            errors.JournalError("journal write failed: disk I/O error"),
-            "journal_error",
-            "journal write failed: disk I/O error",
-            id="journal-error",
-        ),
         pytest.param(RuntimeError("a bug"), "internal_error", "RuntimeError: a bug", id="bug"),
         pytest.param(
             KeyError("asset_id"), "internal_error", "KeyError: 'asset_id'", id="key-error"
@@ -390,6 +384,28 @@ def test_an_unexpected_error_fails_the_file_and_the_worker_lives_on(make, root, 
     assert_idle(h, SHORT_TIMEOUT)
     assert h.counts == {Outcome.FAILED: 1, Outcome.UPLOADED: 1}
     assert h.fake.answered(Outcome.UPLOADED) == {str(good): 1}
+    assert h.pipeline.threads_alive()
+
+
+def test_a_journal_that_cannot_be_written_defers_the_file_and_says_so(make, root):
+    """A JournalError (the journal's database went away) is no failure of the file: a one-shot
+    run counts it deferred, health names the journal, and the next file that gets through
+    clears it; the worker lives on."""
+    h = make(workers=1)
+    bad, good = root / "bad.png", root / "good.png"
+    write_file(bad, 100, seed=1)
+    write_file(good, 100, seed=2)
+    h.fake.scripts["bad.png"] = raising(errors.JournalError("journal write failed: disk I/O error"))
+
+    assert h.offer(bad, closed=True)
+    assert_idle(h, SHORT_TIMEOUT)
+    assert h.counts == {Outcome.DEFERRED: 1}
+    assert h.pipeline.journal_down == "journal write failed: disk I/O error"
+
+    assert h.offer(good, closed=True)
+    assert_idle(h, SHORT_TIMEOUT)
+    assert h.counts == {Outcome.DEFERRED: 1, Outcome.UPLOADED: 1}
+    assert h.pipeline.journal_down is None
     assert h.pipeline.threads_alive()
 
 
