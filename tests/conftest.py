@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from florasync.sandbox import Sandbox
 from florasync.state.journal.postgres import PostgresBackend
 from florasync.state.journal.store import Journal
 
-from .pgcluster import PgCluster, create_database, drop_database
+from .pgcluster import PgCluster, create_database, drop_database, running_cluster
 from .syncenv import SyncEnv
 
 _ISOLATED_VARS = (
@@ -74,18 +72,9 @@ def env(sandbox: Sandbox, tmp_path: Path) -> SyncEnv:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PgCluster]:
-    """A private PostgreSQL cluster on 127.0.0.1 for the whole session (started, then removed).
-
-    Outside pytest's temp tree, whose 0700 parents the server's user could not enter.
-    """
-    base = Path(tempfile.mkdtemp(prefix="florasync-pg-"))
-    cluster = PgCluster(base / "cluster").init()
-    try:
-        cluster.start()
+    """A private PostgreSQL cluster on 127.0.0.1 for the whole session (started, then removed)."""
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop("immediate")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

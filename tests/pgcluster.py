@@ -8,12 +8,15 @@ to this server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 START_TIMEOUT = 60.0
@@ -83,6 +86,20 @@ class PgCluster:
             raise RuntimeError(
                 f"{tool} failed ({result.returncode}): {result.stderr.strip()}\n{self.log()}"
             )
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[PgCluster]:
+    """A started cluster in a new directory, stopped and removed on exit. Outside pytest's
+    temp tree, whose 0700 parents the server's user could not enter."""
+    base = Path(tempfile.mkdtemp(prefix="florasync-pg-"))
+    cluster = PgCluster(base / "cluster").init()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _pg_config(option: str) -> str:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from florasync.state.journal.postgres import PostgresBackend
 from florasync.state.journal.store import Journal
 
 from .helpers import LONG_TIMEOUT, assert_exactly_once, mutating_requests, run_cli, wait_until
-from .pgcluster import PgCluster, create_database, drop_database
+from .pgcluster import PgCluster, create_database, drop_database, running_cluster
 from .syncenv import SyncEnv
 
 URL_ENV = "FLORASYNC_DATABASE_URL"
@@ -241,14 +239,8 @@ def test_journal_migrate_refuses_a_password_on_the_command_line(env: SyncEnv) ->
 @pytest.fixture
 def own_postgres() -> Iterator[PgCluster]:
     """A cluster of this test's own, to stop and start without disturbing the others."""
-    base = Path(tempfile.mkdtemp(prefix="florasync-pg-"))
-    cluster = PgCluster(base / "cluster").init()
-    try:
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop("immediate")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _healthz(port: int) -> tuple[int, str]:

@@ -107,17 +107,7 @@ class Journal:
 
     def cached_file(self, workspace_id: str, path: str) -> CachedFile | None:
         """What is known of one path, with its own project's attachment state."""
-        row = (
-            self._conn()
-            .execute(
-                "SELECT f.path, f.project_id, f.dev, f.ino, f.size_bytes, f.mtime_ns, f.ctime_ns,"
-                " f.digest, f.problem_code, l.state FROM files f LEFT JOIN links l"
-                " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
-                " WHERE f.path = ?",
-                (workspace_id, path),
-            )
-            .fetchone()
-        )
+        row = self._conn().execute(_CACHED_FILES + "f.path = ?", (workspace_id, path)).fetchone()
         return _cached(row) if row else None
 
     def by_inode(self, workspace_id: str, stat: FileStat) -> CachedFile | None:
@@ -125,10 +115,7 @@ class Journal:
         row = (
             self._conn()
             .execute(
-                "SELECT f.path, f.project_id, f.dev, f.ino, f.size_bytes, f.mtime_ns, f.ctime_ns,"
-                " f.digest, f.problem_code, l.state FROM files f LEFT JOIN links l"
-                " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
-                " WHERE f.dev = ? AND f.ino = ? AND f.digest IS NOT NULL LIMIT 1",
+                _CACHED_FILES + "f.dev = ? AND f.ino = ? AND f.digest IS NOT NULL LIMIT 1",
                 (workspace_id, stat.dev, stat.ino),
             )
             .fetchone()
@@ -580,6 +567,11 @@ def _insert_missing(table: str, columns: str) -> str:
     return f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
 
 
+_CACHED_FILES = (  # a path's stat cache entry and its own project's link state
+    "SELECT f.path, f.project_id, f.dev, f.ino, f.size_bytes, f.mtime_ns, f.ctime_ns,"
+    " f.digest, f.problem_code, l.state FROM files f LEFT JOIN links l"
+    " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id WHERE "
+)
 _UPSERT_FILE = _upsert("files", _FILE_COLS, "path")
 _TABLES = {  # every table and the columns a copy carries (an event's id is the target's)
     "assets": f"{_ASSET_COLS}, updated_at",
