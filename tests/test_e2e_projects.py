@@ -315,7 +315,7 @@ def test_kill_9_while_a_project_is_created_leaves_one_per_name(
     journaled) ≥ 10 times, and right after answers, restarting each time: one project per
     name, every file attached once."""
     env.sb.faults.update(idempotency=idempotency, create_project_delay_seconds=0.3)
-    names = tuple(f"Campaign {n:02d}" for n in range(80))  # up to 4 in flight per kill
+    names = tuple(f"Campaign {n:03d}" for n in range(120))  # up to 4 created per kill
     root = _campaign_root(env, names, files=1)
     _subfolder_config(env, root)
     rng = random.Random(f"projects-{idempotency}")

@@ -316,3 +316,19 @@ def test_polling_an_empty_retry_queue_writes_nothing(tmp_path: Path) -> None:
     finally:
         other.close()
         j.close()
+
+
+def test_reservations_in_doubt_are_other_contents_of_the_name_without_an_asset_id(
+    j: Journal,
+) -> None:
+    """A pending asset called a.png may be another content's when that content journaled a
+    reservation key but no asset id; contents with an id, other names and our own row do not
+    count."""
+    ours = _asset("1" * 64, state=AssetState.RESERVING, reserve_key="k1")
+    j.begin(ours)
+    assert j.reservations_in_doubt(ours) == 0
+    j.begin(_asset("2" * 64, state=AssetState.RESERVING, reserve_key="k2"))  # in doubt
+    j.begin(_asset("3" * 64, state=AssetState.RESERVED, reserve_key="k3", asset_id="asset_3"))
+    j.begin(_asset("4" * 64, file_name="b.png", state=AssetState.RESERVING, reserve_key="k4"))
+    j.begin(_asset("5" * 64))  # never reserved
+    assert j.reservations_in_doubt(ours) == 1

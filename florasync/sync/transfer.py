@@ -199,11 +199,19 @@ class Transfer:
         """After 409 ``idempotency_duplicate``: find the asset the lost answer described (Q2).
 
         Our own reservation is among the unclaimed pending assets of that name (the 409 says it
-        landed), so a single one is ours. Several (files of the same name in other folders whose
-        answers were lost too, issue 13) cannot be told apart: reserve again, leave the orphan.
+        landed), so a single one is ours, unless another content of the same file name may
+        have an unrecorded reservation too (files of one name in many folders whose answers
+        were lost in one crash, issue 13): a pending asset cannot say whose bytes it awaits,
+        so then, as with several candidates, reserve again and leave the orphan (CONTRACT §5).
         """
         since = (rec.reserved_at or 0.0) - 600.0  # generous for clock skew
         self._journal.flush()  # claims of other contents must be visible before we claim
+        if (others := self._journal.reservations_in_doubt(rec)) > 0:
+            reason = (
+                f"a reservation was accepted but {others} other file(s) called "
+                f"{rec.file_name!r} may hold one too; reserving again"
+            )
+            return self._save(lifecycle.reservation_lost(rec, self._clock(), reason))
         listed = self._client.list_assets(workspace_id=self.workspace_id, query=rec.file_name)
         candidates = [
             asset.asset_id

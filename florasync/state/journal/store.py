@@ -247,6 +247,20 @@ class Journal:
         self._local.pending = getattr(self._local, "pending", 0) + 1
         self._writer.submit(fn)
 
+    def reservations_in_doubt(self, rec: AssetRecord) -> int:
+        """Other contents of the same file name whose reservation may have landed unrecorded
+        (an Idempotency-Key journaled, no asset id): a pending asset of that name may be theirs."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT count(*) FROM assets WHERE workspace_id = ? AND file_name = ?"
+                " AND digest != ? AND asset_id IS NULL AND reserve_key IS NOT NULL",
+                (rec.workspace_id, rec.file_name, rec.digest),
+            )
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
     def claim_asset_id(self, rec: AssetRecord, asset_id: str) -> bool:
         """Whether ``asset_id`` is not already held by another content (lookup after a 409)."""
         row = (
