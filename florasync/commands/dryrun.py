@@ -65,7 +65,7 @@ class _Plan:
         return self.names[name]
 
     def _look_up(self, name: str, *, create: bool) -> str | None:
-        known = self.journal.project_names(self.ws).get(name) if self.journal else None
+        known = self.journal.project_name(self.ws, name) if self.journal else None
         if known is not None and known.project_id is not None:
             return known.project_id
         found = projects.find_by_name(self.client(), self.ws, name)

@@ -61,11 +61,13 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
 
 
 def _fill(report: dict[str, Any], j: store.Journal, workspace_id: str, limit: int) -> None:
-    names = {row.project_id: name for name, row in j.project_names(workspace_id).items()}
+    by_name = j.project_names(workspace_id)  # read once for every row
+    names = {row.project_id: name for name, row in by_name.items()}
     configured = {f["path"] for f in report["folders"]}
     rows: dict[tuple[str, str | None], dict[str, Any]] = {}
     for f in report["folders"]:
-        f["project_id"] = f["project_id"] or _journaled_id(j, workspace_id, f.get("project"))
+        known = by_name.get(f["project"]) if f.get("project") else None
+        f["project_id"] = f["project_id"] or (known.project_id if known else None)
         rows[(f["path"], f["project_id"])] = f
     for folder, project_id, state, count in j.file_counts(workspace_id):
         row = rows.get((folder, project_id or None))
@@ -82,11 +84,6 @@ def _fill(report: dict[str, Any], j: store.Journal, workspace_id: str, limit: in
         failure | {"at": _iso(failure["at"])} for failure in j.failures(workspace_id, limit)
     ]
     report["events"] = [event | {"at": _iso(event["at"])} for event in j.recent_events(limit)]
-
-
-def _journaled_id(j: store.Journal, workspace_id: str, name: str | None) -> str | None:
-    known = j.project_names(workspace_id).get(name) if name else None
-    return known.project_id if known else None
 
 
 def _is_empty_placeholder(row: dict[str, Any], rows: dict[Any, dict[str, Any]]) -> bool:

@@ -159,7 +159,7 @@ class ProjectNames:
         return self._create(client, name)
 
     def _create(self, client: api.FloraClient, name: str) -> str:
-        stored = self._journal.project_names(self._workspace_id).get(name)
+        stored = self._journal.project_name(self._workspace_id, name)
         generation = stored.generation if stored else 0
         key = stored.create_key if stored and stored.create_key else None
         key = key or create_key(self._workspace_id, name, generation)

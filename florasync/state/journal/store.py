@@ -284,6 +284,19 @@ class Journal:
         )
         return {r[0]: ProjectName(r[0], r[1], r[2], r[3]) for r in rows}
 
+    def project_name(self, workspace_id: str, name: str) -> ProjectName | None:
+        """What the journal knows of one project name."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT name, project_id, create_key, generation FROM projects"
+                " WHERE workspace_id = ? AND name = ?",
+                (workspace_id, name),
+            )
+            .fetchone()
+        )
+        return ProjectName(row[0], row[1], row[2], row[3]) if row else None
+
     def begin_project_create(
         self, workspace_id: str, name: str, create_key: str, generation: int = 0
     ) -> None:
