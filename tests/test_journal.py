@@ -17,7 +17,7 @@ from florasync.flora.models import UploadInstructions
 from florasync.local.identity import FileStat
 from florasync.state import lifecycle, runlock
 from florasync.state.journal import sqlite
-from florasync.state.journal.records import FileEntry
+from florasync.state.journal.records import FileEntry, ProjectName
 from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
 
@@ -332,3 +332,14 @@ def test_reservations_in_doubt_are_other_contents_of_the_name_without_an_asset_i
     j.begin(_asset("4" * 64, file_name="b.png", state=AssetState.RESERVING, reserve_key="k4"))
     j.begin(_asset("5" * 64))  # never reserved
     assert j.reservations_in_doubt(ours) == 1
+
+
+def test_one_project_name_is_read_by_its_key(j: Journal) -> None:
+    """``project_name`` gives the row ``project_names`` lists for that name, and None for an
+    unknown name or another workspace."""
+    j.begin_project_create(WS, "Spring", "key-1", 2)
+    j.record_project(WS, "Spring", "prj_spring")
+    assert j.project_name(WS, "Spring") == j.project_names(WS)["Spring"]
+    assert j.project_name(WS, "Spring") == ProjectName("Spring", "prj_spring", "key-1", 2)
+    assert j.project_name(WS, "spring") is None
+    assert j.project_name("ws_other", "Spring") is None
