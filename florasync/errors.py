@@ -50,10 +50,40 @@ class AlreadyRunningError(FlorasyncError):
         super().__init__(f"florasync is already running ({who}) on this state dir ({lock_path})")
 
 
+class HostIdInUseError(AlreadyRunningError):
+    """Another process holds this ``host_id`` on a shared journal (a configuration error)."""
+
+    def __init__(self, host_id: str, where: str) -> None:
+        self.pid = None
+        FlorasyncError.__init__(
+            self,
+            f"host_id: another florasync process is already running as {host_id!r} on the "
+            f"journal database {where}; give each host of a fleet its own host_id",
+        )
+
+
 class JournalError(FlorasyncError):
     """The journal cannot be opened or migrated (corrupt file, newer schema, permissions)."""
 
     exit_code = ExitCode.USAGE
+
+
+class ClaimedElsewhereError(FlorasyncError):
+    """Another live host of the fleet works on this content now (issue 14): wait, then look."""
+
+    def __init__(self, digest: str, host_id: str) -> None:
+        self.digest = digest
+        self.host_id = host_id
+        super().__init__(f"content {digest[:12]} is being synced by host {host_id!r}")
+
+
+class LeaseLostError(FlorasyncError):
+    """This host's claim on a content is gone (it was paused or cut off past its lease and
+    another host took the work over): stop working on it before the next request."""
+
+    def __init__(self, digest: str, why: str) -> None:
+        self.digest = digest
+        super().__init__(f"lost the claim on content {digest[:12]}: {why}")
 
 
 class StoppedError(FlorasyncError):

@@ -169,7 +169,7 @@ def test_processes_migrating_a_new_database_at_once_migrate_it_once(
         assert failures == []
         with psycopg.connect(database) as conn:
             versions = conn.execute("SELECT version FROM florasync_schema").fetchall()
-        assert versions == [(1,)]
+        assert versions == [(1,), (2,)]
         assert all(j.take_retry_requests() == [] for j in opened)
     finally:
         for j in opened:

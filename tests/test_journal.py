@@ -275,7 +275,7 @@ def test_readers_do_not_block_a_writer(tmp_path: Path) -> None:
     try:
         conn = writer._conn()
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO retry_requests VALUES ('x', 1)")
+        conn.execute("INSERT INTO retry_requests (path, requested_at) VALUES ('x', 1)")
         assert reader.file_counts(WS) == []  # does not wait for the writer
         conn.execute("COMMIT")
     finally:

@@ -36,11 +36,12 @@ def migrate(*, config_path: str | None, to: str | None) -> ExitCode:
         raise ConfigError("state_dir", f"no SQLite journal in {rt.cfg.state_dir} to migrate")
     from florasync.state.journal import postgres  # psycopg only for this command
 
-    backend = postgres.PostgresBackend(_target(rt, to))
+    backend = postgres.PostgresBackend(_target(rt, to), rt.cfg.host_id)
     source = store.Journal.open(rt.cfg.state_dir)
     try:
         with source.lock_run():  # no run writes the SQLite journal while it is copied
-            target = store.Journal.open(rt.cfg.state_dir, backend)
+            # the stat cache becomes this host's in the fleet (host_id), with folder ids
+            target = opening.open_for(rt.cfg, backend)
             try:
                 backend.lock_database()
                 _require_empty(target)

@@ -9,8 +9,10 @@ environment expansion, the ``FLORA_BASE_URL`` override, folder checks and readin
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import re
+import socket
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +46,8 @@ _VAR = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_]\w*)\}|(?P<plain>[A-Za-z_]\w*))")
 _KEY_PREFIXES = ("sk_live_", "sk_test_")  # FLORA key prefixes (CONTRACT.md §2)
 _KEY_TEXT = re.compile(r"sk_(?:live|test)_[^\s'\",}\]]*")
 _LISTEN = "HOST:PORT with a port between 1 and 65535 (e.g. 127.0.0.1:9464)"
+_IDENT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # folders[].id and host_id (issue 14)
+_IDENT_TEXT = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
 def _expand_path(value: object, info: ValidationInfo) -> Path:
@@ -191,6 +195,7 @@ class FolderConfig(_Model):
     """
 
     path: UserPath = Field(description="a directory path")
+    id: str | None = Field(default=None, pattern=_IDENT, description=_IDENT_TEXT)
     project_id: str | None = Field(
         default=None,
         pattern=r"^prj_\S+$",
@@ -211,6 +216,17 @@ class FolderConfig(_Model):
         default="auto", description="one of auto, on, off"
     )
     after_upload: AfterUpload = Field(default="keep", description="keep, delete or {move: DIR}")
+
+    @property
+    def folder_id(self) -> str:
+        """The folder's identity across hosts (issue 14): ``id`` when given, else derived from
+        the project mapping and the path, so the same folder mounted at another path on another
+        host needs ``id`` set alike on both."""
+        if self.id is not None:
+            return self.id
+        seed = f"{self.project_label}\0{self.path}".encode()
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.path.name or "root")[:40].lstrip("._-")
+        return f"{name or 'folder'}-{hashlib.sha256(seed).hexdigest()[:10]}"
 
     @property
     def project_label(self) -> str:
@@ -245,6 +261,13 @@ class JournalConfig(_Model):
 
     url_env: str | None = Field(default=None, description="an environment variable name")
     url_file: UserPath | None = Field(default=None, description="a file path, or null")
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=3,
+        le=3600,
+        strict=True,
+        description="a number of seconds between 3 and 3600 (how long a dead host's claim lasts)",
+    )
 
     @field_validator("url_env")
     @classmethod
@@ -273,6 +296,12 @@ class MetricsConfig(_Model):
         return value
 
 
+def default_host_id() -> str:
+    """This host's name in a fleet (issue 14): the hostname's first label, as an identifier."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0])[:64].lstrip("._-")
+    return name or "localhost"
+
+
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     """``$XDG_STATE_HOME/florasync``, else ``~/.local/state/florasync``."""
     xdg = env.get("XDG_STATE_HOME", "")
@@ -295,6 +324,7 @@ class Config(_Model):
         pattern=r"^ws_\S+$", description="a FLORA workspace id starting with ws_ (e.g. ws_XXXX)"
     )
     state_dir: UserPath = Field(default_factory=default_state_dir, description="a directory path")
+    host_id: str = Field(default_factory=default_host_id, pattern=_IDENT, description=_IDENT_TEXT)
     workers: int = Field(
         default=4, ge=1, le=64, strict=True, description="an integer between 1 and 64"
     )
@@ -395,6 +425,7 @@ def load(path: Path, env: Mapping[str, str] = os.environ) -> Config:
     _check_journal(cfg.journal)
     _check_project_mappings(cfg.folders)
     _check_folder_overlaps(cfg.folders)
+    _check_folder_ids(cfg.folders)
     _check_move_targets(cfg.folders)
     cfg._source = path  # private, so a user cannot set it from YAML
     return cfg
@@ -598,6 +629,20 @@ def _check_project_mappings(folders: tuple[FolderConfig, ...]) -> None:
                 f"{key}.projects_from_subfolders",
                 "needs recursive: true (the subfolders hold the projects' files)",
             )
+
+
+def _check_folder_ids(folders: tuple[FolderConfig, ...]) -> None:
+    """Each folder's identity is its own: two folders with one ``id`` would be one folder."""
+    seen: dict[str, int] = {}
+    for index, folder in enumerate(folders):
+        if folder.folder_id in seen:
+            raise ConfigError(
+                f"folders[{index}].id",
+                f"{folder.folder_id!r} is already the id of folders[{seen[folder.folder_id]}]; "
+                "each folder needs its own id (the same shared folder on another host keeps "
+                "the same id there)",
+            )
+        seen[folder.folder_id] = index
 
 
 def _check_folder_overlaps(folders: tuple[FolderConfig, ...]) -> None:

@@ -76,14 +76,20 @@ class RateGate:
         self._lock = threading.Lock()
         self._until = 0.0
         self.closures = 0  # how many times a 429 closed (or extended) the gate
+        # told of every 429 seen here: a fleet shares the key, so it closes every host's gate
+        self.on_close: Callable[[float], object] | None = None
 
-    def close_for(self, seconds: float) -> None:
-        """Close the gate for ``seconds`` from now, unless it is already closed for longer."""
+    def close_for(self, seconds: float, *, announce: bool = True) -> None:
+        """Close the gate for ``seconds`` from now, unless it is already closed for longer;
+        ``announce``: a 429 seen here (``on_close`` hears of it), not one heard of."""
         with self._lock:
             until = self._clock() + seconds
-            if until > self._until:
+            extended = until > self._until
+            if extended:
                 self._until = until
                 self.closures += 1
+        if extended and announce and self.on_close is not None:
+            self.on_close(seconds)
 
     def remaining(self) -> float:
         """Seconds until the gate opens (0 when open)."""

@@ -7,6 +7,7 @@ imports requests.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -24,6 +25,7 @@ from florasync.sync.transfer import Transfer
 
 if TYPE_CHECKING:
     from florasync.flora import api, upload
+    from florasync.state.journal.fleet import Fleet
 
 
 class Engine:
@@ -47,9 +49,13 @@ class Engine:
         rt.api_key()  # a missing key is a config error before anything else happens
         self.journal = opening.open_journal(rt.cfg, rt.env)
         self._lock: RunLock | None = None
+        self.fleet: Fleet | None = None
         try:
             self._lock = self.journal.lock_run()
+            self.fleet = opening.join_fleet(self.journal, rt.cfg)  # a shared journal only
         except BaseException:
+            if self._lock is not None:
+                self._lock.release()
             self.journal.close()
             raise
         self._closed = False
@@ -67,6 +73,9 @@ class Engine:
             on_refused=on_refused,
             progress=progress,
         )
+        if self.fleet is not None:
+            self._share_rate_limit(self.fleet)
+            self.fleet.on_fatal = self.pipeline.stop_broken
 
     def sweep_all(self) -> None:
         """Scan every folder once, queueing what is not yet attached."""
@@ -84,6 +93,9 @@ class Engine:
         for closable in (self._client, self._target):
             if closable is not None:
                 closable.close()
+        if self.fleet is not None:
+            self.journal.flush_all()  # the jobs' last writes (and claim releases) first
+            self.fleet.leave()
         if self._lock is not None:
             self._lock.release()
         self.journal.close()
@@ -107,6 +119,12 @@ class Engine:
         """Use a new key (SIGHUP after a rotation) from the next request on."""
         if self._client is not None:
             self._client.set_api_key(key)
+
+    def _share_rate_limit(self, fleet: Fleet) -> None:
+        """A fleet shares the API key, so a 429 seen by any host closes every host's gate."""
+        gate = self.rt.gate
+        gate.on_close = fleet.announce
+        fleet.on_gate = functools.partial(gate.close_for, announce=False)
 
     def _make_transfer(self) -> Transfer:
         from florasync.flora import upload

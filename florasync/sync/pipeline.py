@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +52,8 @@ MAX_DEFER_SECONDS = 900.0
 FAST_LANE = 2  # files a user just saved, per stage; a burst of saves queues in the watcher
 MAX_SIBLING_RETRIES = 2  # one-shot run: tries of a deferred file behind same-content siblings
 JOURNAL_RETRY_SECONDS = 5.0  # daemon: a file that met an unreachable journal is offered again
+CLAIM_RETRY_SECONDS = 0.25  # fleet: first look again at a content another host holds...
+CLAIM_RETRY_MAX_SECONDS = 5.0  # ...then less often, up to this
 _POLL_SECONDS = 0.2
 
 
@@ -69,6 +72,7 @@ class Item:
     classified: bool = False  # the stat cache was already consulted (a full scan does it)
     resettles: int = 0  # times it changed under us (MAX_RESETTLES)
     deferrals: int = 0  # times FLORA's transient trouble postponed it (the backoff exponent)
+    waits: int = 0  # times another host of the fleet held its content (issue 14)
     fresh: bool = False  # a user just saved it (a close event): the fast lanes
 
 
@@ -428,11 +432,20 @@ class Pipeline:
                 job = replace(job, project_id=self._resolve(item))
             with self._content_lock(job.digest) as shared:
                 try:
-                    result = self._transfer_for().run(job)
+                    # a fleet: one host a content at a time (free on SQLite)
+                    self._journal.claim(self.workspace_id, job.digest)
+                    try:
+                        result = self._transfer_for().run(job)
+                    finally:
+                        self._journal.release(self.workspace_id, job.digest)
                 finally:
                     with self._mutex:
                         siblings = shared.users > 1  # files with the same bytes wait for it
             self.journal_back()
+        except (errors.ClaimedElsewhereError, errors.LeaseLostError) as exc:
+            self.journal_back()  # the database answered
+            self._elsewhere(item, job, exc)
+            return
         except errors.CredentialsError as exc:
             if self._on_refused is None:
                 raise  # one-shot: fatal for the whole process (exit 3)
@@ -448,6 +461,23 @@ class Pipeline:
         except errors.TransientError as exc:
             result = Result(Outcome.DEFERRED, None, exc.code or type(exc).__name__, str(exc))
         self._conclude(item, job, result, self._clock() - started, siblings=siblings)
+
+    def _elsewhere(self, item: Item, job: Job, exc: errors.FlorasyncError) -> None:
+        """Another host of the fleet has the content (or took it over from us): look again
+        later; by then it is attached (nothing to send) or its host is gone (take it over)."""
+        if self._closing.is_set():
+            self._finish(
+                item, Outcome.DEFERRED, Result(Outcome.DEFERRED, None, "claimed", str(exc))
+            )
+            return
+        if isinstance(exc, errors.LeaseLostError):
+            log.warning("%s: %s; another host goes on with it", job.path, exc)
+        else:
+            log.debug("%s: %s; looking again later", job.path, exc)
+        delay = min(CLAIM_RETRY_MAX_SECONDS, CLAIM_RETRY_SECONDS * 2 ** min(item.waits, 5))
+        later = replace(item, waits=item.waits + 1)
+        jitter = random.uniform(0.8, 1.2)  # noqa: S311 -- spreading hosts apart, not a secret
+        self._timers.after(delay * jitter, lambda: self._requeue(later, job))
 
     def _resolve(self, item: Item) -> str:
         """The project id of ``item``, asking FLORA for a name (raises what ``resolve`` does)."""
@@ -470,6 +500,7 @@ class Pipeline:
             self._finish(item, Outcome.VANISHED, result)
         else:
             log_outcome(job, result, seconds)
+            self._journal.note_outcome(result.outcome)
             if result.outcome in SYNCED and after_upload.wants_action(item.folder):
                 self._after_upload(item, job)
             self._finish(item, result.outcome, result)
@@ -595,6 +626,13 @@ class Pipeline:
                 "%s: %s", item.path, _error_text(exc), exc_info=log.isEnabledFor(logging.DEBUG)
             )
             self._problem(item, _error_code(exc), _error_text(exc))
+
+    def stop_broken(self, why: str) -> None:
+        """This process must not go on (another process took its host_id): a one-shot run
+        ends, the daemon's health fails and it exits."""
+        self.broken = why
+        with self._mutex:
+            self._mutex.notify_all()
 
     def journal_trouble(self, exc: errors.JournalError) -> None:
         """The journal cannot be used now (its database went away): say so once."""

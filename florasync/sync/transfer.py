@@ -138,6 +138,7 @@ class Transfer:
     def _drive_asset(self, rec: AssetRecord, job: Job) -> AssetRecord:
         for _ in range(MAX_STEPS):
             self._check_stop()
+            self._journal.check_claim(rec.workspace_id, rec.digest)  # fleet: still ours?
             step = lifecycle.next_asset_step(rec, self._clock())
             if step in (Step.DONE, Step.GIVE_UP):
                 return rec
@@ -301,6 +302,7 @@ class Transfer:
     def _wait_ready(self, rec: AssetRecord) -> AssetRecord:
         interval = 0.25
         while True:
+            self._journal.check_claim(rec.workspace_id, rec.digest)
             asset = self._client.get_asset(_asset_id(rec))
             rec = self._apply(rec, asset, Source.POLL)
             if rec.state != AssetState.PROCESSING:
@@ -320,6 +322,7 @@ class Transfer:
     def _drive_link(self, link: LinkRecord, asset: AssetRecord) -> LinkRecord:
         for _ in range(MAX_STEPS):
             self._check_stop()
+            self._journal.check_claim(link.workspace_id, link.digest)
             step = lifecycle.next_link_step(link)
             if step in (Step.DONE, Step.GIVE_UP):
                 return link

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from florasync import logs
@@ -16,6 +17,10 @@ from florasync.config.config import Config
 from florasync.flora.secret import Secret
 from florasync.state.journal import sqlite
 from florasync.state.journal.store import Journal
+
+if TYPE_CHECKING:
+    from florasync.state.journal.fleet import Fleet
+    from florasync.state.journal.writer import Backend
 
 
 def open_journal(cfg: Config, env: Mapping[str, str] = os.environ) -> Journal:
@@ -27,10 +32,33 @@ def open_journal(cfg: Config, env: Mapping[str, str] = os.environ) -> Journal:
     """
     url = database_url(cfg, env)
     if url is None:
-        return Journal.open(cfg.state_dir)
+        return open_for(cfg, None)
     from florasync.state.journal import postgres  # psycopg only when PostgreSQL is configured
 
-    return Journal.open(cfg.state_dir, postgres.PostgresBackend(url))
+    return open_for(cfg, postgres.PostgresBackend(url, cfg.host_id))
+
+
+def open_for(cfg: Config, backend: Backend | None) -> Journal:
+    """The journal in ``backend`` (None: the SQLite file) for this config's host and folders.
+
+    On SQLite the stat cache's host is "" (one host by construction: a renamed laptop keeps
+    its cache); on a shared database it is ``host_id``.
+    """
+    host_id = "" if backend is None else cfg.host_id
+    folder_ids = {str(folder.path): folder.folder_id for folder in cfg.folders}
+    return Journal.open(cfg.state_dir, backend, host_id=host_id, folder_ids=folder_ids)
+
+
+def join_fleet(journal: Journal, cfg: Config) -> Fleet | None:
+    """Join the fleet of a shared journal (a run holds its lock); None on SQLite."""
+    if not journal.backend.shared:
+        return None
+    from florasync.state.journal.fleet import Fleet
+
+    lease = cfg.journal.lease_seconds if cfg.journal is not None else 30.0
+    fleet = Fleet(journal.backend, host_id=cfg.host_id, lease_seconds=lease).join()
+    journal.fleet = fleet
+    return fleet
 
 
 def journal_exists(cfg: Config, env: Mapping[str, str] = os.environ) -> bool:

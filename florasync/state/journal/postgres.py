@@ -4,14 +4,16 @@ Owns the PostgreSQL schema and its forward migrations (applied under an advisory
 processes starting at once migrate once), connections (autocommit readers; the writer's
 batches commit with ``synchronous_commit`` off unless they hold an intent), placeholders
 (the queries' ``?`` become psycopg's ``%s``) and the run lock: one florasync process per
-journal database, held as a session advisory lock that dies with its connection (a host
-restarted after ``kill -9`` starts at once). Several hosts at once, with claims and leases,
-are the next step of issue 14; until then a second process is refused. The URL holds a
-password: it is never in a message (``where`` is host:port/database).
+``host_id`` on the journal database, held as a session advisory lock that dies with its
+connection (a host restarted after ``kill -9`` starts at once; the server's TCP keepalive is
+shortened on that connection so a host that lost power frees it within about a minute). The
+fleet's claims and heartbeats are ``fleet``'s. The URL holds a password: it is never in a
+message (``where`` is host:port/database).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +32,14 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10
 _MIGRATE_LOCK = 0x666C6F7261000001  # pg_advisory_xact_lock key: "flora" + 1, migrations
-_RUN_LOCK = 0x666C6F7261000002  # pg_try_advisory_lock key: one florasync per journal database
+_RUN_LOCK = 0x666C6F72  # pg_try_advisory_lock(key, hashtext(host_id)): one process per host_id
+
+_KEEPALIVE: tuple[tuple[str, int], ...] = (
+    ("tcp_keepalives_idle", 10),
+    ("tcp_keepalives_interval", 5),
+    ("tcp_keepalives_count", 3),
+    ("tcp_user_timeout", 30000),
+)
 
 _MIGRATIONS: tuple[str, ...] = (
     # the SQLite journal's schema 3, in PostgreSQL's types: 64-bit integers, double precision
@@ -72,6 +81,39 @@ _MIGRATIONS: tuple[str, ...] = (
         updated_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (workspace_id, name));
     """,
+    # issue 14, fleet mode: the stat cache per host (each host sees a share at its own
+    # dev/ino), a file's identity across hosts (folder_id, relpath), and the fleet's tables
+    """
+    ALTER TABLE files ADD COLUMN host_id TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE files ADD COLUMN folder_id TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE files ADD COLUMN relpath TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE files DROP CONSTRAINT files_pkey;
+    ALTER TABLE files ADD PRIMARY KEY (host_id, path);
+    DROP INDEX files_by_dir;
+    CREATE INDEX files_by_dir ON files (host_id, dir);
+    DROP INDEX files_by_inode;
+    CREATE INDEX files_by_inode ON files (host_id, dev, ino);
+    DROP INDEX files_by_folder;
+    CREATE INDEX files_by_folder ON files (host_id, folder);
+    ALTER TABLE retry_requests ADD COLUMN host_id TEXT COLLATE "C" NOT NULL DEFAULT '';
+    ALTER TABLE retry_requests DROP CONSTRAINT retry_requests_pkey;
+    ALTER TABLE retry_requests ADD PRIMARY KEY (host_id, path);
+    ALTER TABLE events ADD COLUMN host_id TEXT NOT NULL DEFAULT '';
+    CREATE TABLE hosts (
+        host_id TEXT PRIMARY KEY, pid INTEGER, hostname TEXT, version TEXT,
+        lease_seconds DOUBLE PRECISION NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+        heartbeat_at DOUBLE PRECISION NOT NULL, stopped_at DOUBLE PRECISION,
+        uploaded BIGINT NOT NULL DEFAULT 0, attached BIGINT NOT NULL DEFAULT 0,
+        failed BIGINT NOT NULL DEFAULT 0);
+    CREATE TABLE claims (
+        workspace_id TEXT NOT NULL, digest TEXT NOT NULL, host_id TEXT NOT NULL,
+        generation BIGINT NOT NULL, held BOOLEAN NOT NULL,
+        claimed_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (workspace_id, digest));
+    CREATE INDEX claims_held_by_host ON claims (host_id) WHERE held;
+    CREATE TABLE gates (
+        name TEXT PRIMARY KEY, until_at DOUBLE PRECISION NOT NULL, host_id TEXT);
+    """,
 )
 
 
@@ -79,14 +121,20 @@ class PostgresBackend:
     """The journal in the PostgreSQL database of ``url`` (a ``Secret``: it holds a password)."""
 
     error = psycopg.Error
+    shared = True
 
-    def __init__(self, url: Secret) -> None:
+    def __init__(self, url: Secret, host_id: str = "") -> None:
         self._url = url
+        self.host_id = host_id
         self.where = _where(url.reveal())
         self._run_conn: psycopg.Connection[Any] | None = None
 
     def connect(self) -> _PgConn:
         return _PgConn(self._connect)
+
+    def connect_raw(self) -> psycopg.Connection[Any]:
+        """A plain autocommit psycopg connection (LISTEN needs the driver's own API)."""
+        return self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -124,7 +172,8 @@ class PostgresBackend:
 
     def lock_run(self, state_dir: Path) -> RunLock:
         """The state dir's lock (``status`` on this host names the pid), and the database's:
-        one florasync process per journal until fleet mode shares it."""
+        one florasync process per ``host_id`` (two would share one stat cache and one set of
+        claims: a configuration error, HostIdInUseError)."""
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # only the lock lives here
         except OSError as exc:
@@ -138,13 +187,43 @@ class PostgresBackend:
         return local
 
     def lock_database(self) -> None:
-        """Hold the database's run lock until ``close`` (raises AlreadyRunningError)."""
-        conn = self.connect()
-        row = conn.execute("SELECT pg_try_advisory_lock(?)", (_RUN_LOCK,)).fetchone()
+        """Hold this host's run lock until ``close`` (raises HostIdInUseError)."""
+        conn = self._connect()
+        try:
+            # the server notices a host that vanished (power loss) within ~30 s, not hours
+            for setting, value in _KEEPALIVE:
+                conn.execute(f"SET {setting} = {value}")
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_RUN_LOCK, self.host_id)
+            ).fetchone()
+        except psycopg.Error as exc:
+            conn.close()
+            raise errors.JournalError(
+                f"the journal database {self.where} answered: {_reason(exc)}"
+            ) from None
         if row is None or not row[0]:
             conn.close()
-            raise errors.AlreadyRunningError(None, f"the journal database {self.where}")
-        self._run_conn = conn.raw
+            raise errors.HostIdInUseError(self.host_id, self.where)
+        self._run_conn = conn
+
+    def keep_run_lock(self) -> None:
+        """The run lock is still held (the heartbeat asks): after the server restarted, the
+        lock went with the connection; take it again (HostIdInUseError if another process of
+        this host_id took it meanwhile, JournalError while the server is away)."""
+        conn = self._run_conn
+        if conn is None:
+            return
+        try:
+            if not conn.closed and not conn.broken:
+                conn.execute("SELECT 1")
+                return
+        except psycopg.OperationalError:
+            pass
+        with contextlib.suppress(psycopg.Error):
+            conn.close()
+        self._run_conn = None
+        self.lock_database()
+        log.info("the journal database is back; this host's run lock is held again")
 
     def probe(self) -> str:
         """Reach the database without changing it: its server version and our schema's

@@ -60,6 +60,33 @@ _MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL,
         PRIMARY KEY (workspace_id, name));
     """,
+    # issue 14: the stat cache is keyed by host (a fleet's hosts see one share at different
+    # dev/ino), and a file's identity across hosts is (folder_id, relpath); SQLite has one host
+    """
+    CREATE TABLE files_v4 (
+        host_id TEXT NOT NULL DEFAULT '', path TEXT NOT NULL,
+        folder_id TEXT NOT NULL DEFAULT '', relpath TEXT NOT NULL DEFAULT '',
+        folder TEXT NOT NULL, project_id TEXT NOT NULL,
+        dir TEXT NOT NULL, name TEXT NOT NULL, dev INTEGER, ino INTEGER, size_bytes INTEGER,
+        mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT, problem_code TEXT,
+        problem_message TEXT, problem_at REAL, updated_at REAL NOT NULL,
+        PRIMARY KEY (host_id, path));
+    INSERT INTO files_v4 SELECT '', path, '', '', folder, project_id, dir, name, dev, ino,
+        size_bytes, mtime_ns, ctime_ns, digest, problem_code, problem_message, problem_at,
+        updated_at FROM files;
+    DROP TABLE files;
+    ALTER TABLE files_v4 RENAME TO files;
+    CREATE INDEX files_by_dir ON files (host_id, dir);
+    CREATE INDEX files_by_inode ON files (host_id, dev, ino);
+    CREATE INDEX files_by_digest ON files (digest);
+    CREATE TABLE retry_requests_v4 (
+        host_id TEXT NOT NULL DEFAULT '', path TEXT NOT NULL, requested_at REAL NOT NULL,
+        PRIMARY KEY (host_id, path));
+    INSERT INTO retry_requests_v4 SELECT '', path, requested_at FROM retry_requests;
+    DROP TABLE retry_requests;
+    ALTER TABLE retry_requests_v4 RENAME TO retry_requests;
+    ALTER TABLE events ADD COLUMN host_id TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 
@@ -67,6 +94,7 @@ class SqliteBackend:
     """The journal in ``state_dir/journal.sqlite3``."""
 
     error = sqlite3.Error
+    shared = False
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / DB_NAME

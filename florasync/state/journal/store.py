@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from florasync import errors
 from florasync.flora.models import UploadInstructions
@@ -26,6 +26,9 @@ from florasync.state.journal.records import CachedFile, FileEntry, KnownFile, Pr
 from florasync.state.journal.writer import Backend, Conn, Writer
 from florasync.state.lifecycle import AssetRecord, AssetState, Failure, LinkRecord, LinkState
 from florasync.state.runlock import RunLock
+
+if TYPE_CHECKING:
+    from florasync.state.journal.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,21 @@ class Journal:
     loss may drop a result, and the deterministic keys recover it (CONTRACT.md §5).
     """
 
-    def __init__(self, state_dir: Path, backend: Backend) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        backend: Backend,
+        *,
+        host_id: str = "",
+        folder_ids: Mapping[str, str] | None = None,
+    ) -> None:
         self.state_dir = state_dir
         self.backend = backend
+        # the stat cache, problems and retry requests are this host's (NFS dev/ino differ per
+        # host); assets, links and projects are the workspace's, shared by a fleet (issue 14)
+        self.host_id = host_id
+        self._folder_ids = dict(folder_ids or {})  # a folder's root path -> its id
+        self.fleet: Fleet | None = None  # a run on a shared journal (``opening.join_fleet``)
         self._local = threading.local()
         self._all: list[Conn] = []
         self._lock = threading.Lock()
@@ -57,15 +72,24 @@ class Journal:
         return self.backend.where
 
     @classmethod
-    def open(cls, state_dir: Path, backend: Backend | None = None) -> Journal:
+    def open(
+        cls,
+        state_dir: Path,
+        backend: Backend | None = None,
+        *,
+        host_id: str = "",
+        folder_ids: Mapping[str, str] | None = None,
+    ) -> Journal:
         """Open (creating if needed) the journal of ``state_dir``: by default the SQLite file
-        there (mode 0600).
+        there (mode 0600). ``host_id`` keys this host's stat cache (a shared database);
+        ``folder_ids`` maps each folder's root path to its id (a file's identity across hosts).
 
         Raises:
             errors.JournalError: it cannot be created, opened or migrated.
         """
         try:
-            return cls(state_dir, backend or sqlite.SqliteBackend(state_dir))
+            backend = backend or sqlite.SqliteBackend(state_dir)
+            return cls(state_dir, backend, host_id=host_id, folder_ids=folder_ids)
         except sqlite.SqliteBackend.error as exc:
             where = backend.where if backend else state_dir / sqlite.DB_NAME
             raise errors.JournalError(f"cannot open the journal {where}: {exc}") from None
@@ -92,7 +116,8 @@ class Journal:
         """Every known file of one directory, by name, as a full scan for ``project_id`` reads
         it (one query)."""
         rows = self._conn().execute(
-            _KNOWN_FILES + "f.dir = ?", (project_id, workspace_id, project_id, directory)
+            _KNOWN_FILES + "f.dir = ?",
+            (project_id, workspace_id, project_id, self.host_id, directory),
         )
         return {row[0]: row for row in rows}
 
@@ -100,14 +125,21 @@ class Journal:
         """What the stat cache reads of one path (the watcher's single-file lookup)."""
         row: KnownFile | None = (
             self._conn()
-            .execute(_KNOWN_FILES + "f.path = ?", (project_id, workspace_id, project_id, path))
+            .execute(
+                _KNOWN_FILES + "f.path = ?",
+                (project_id, workspace_id, project_id, self.host_id, path),
+            )
             .fetchone()
         )
         return row
 
     def cached_file(self, workspace_id: str, path: str) -> CachedFile | None:
         """What is known of one path, with its own project's attachment state."""
-        row = self._conn().execute(_CACHED_FILES + "f.path = ?", (workspace_id, path)).fetchone()
+        row = (
+            self._conn()
+            .execute(_CACHED_FILES + "f.path = ?", (workspace_id, self.host_id, path))
+            .fetchone()
+        )
         return _cached(row) if row else None
 
     def by_inode(self, workspace_id: str, stat: FileStat) -> CachedFile | None:
@@ -116,7 +148,7 @@ class Journal:
             self._conn()
             .execute(
                 _CACHED_FILES + "f.dev = ? AND f.ino = ? AND f.digest IS NOT NULL LIMIT 1",
-                (workspace_id, stat.dev, stat.ino),
+                (workspace_id, self.host_id, stat.dev, stat.ino),
             )
             .fetchone()
         )
@@ -124,14 +156,15 @@ class Journal:
 
     def record_file(self, entry: FileEntry) -> None:
         """Store (or replace) what is known of one path."""
-        self._apply(lambda c: c.execute(_UPSERT_FILE, _file_row(entry, time.time())))
+        self._apply(lambda c: c.execute(_UPSERT_FILE, self._file_row(entry, time.time())))
 
     def forget_files(self, paths: Iterable[str]) -> int:
         """Drop paths that no longer exist (or no longer match the rules)."""
-        rows = [(p,) for p in paths]
+        rows = [(self.host_id, p) for p in paths]
 
         def forget(conn: Conn) -> int:
-            return int(conn.executemany("DELETE FROM files WHERE path = ?", rows).rowcount)
+            sql = "DELETE FROM files WHERE host_id = ? AND path = ?"
+            return int(conn.executemany(sql, rows).rowcount)
 
         return self._apply(forget)
 
@@ -142,7 +175,8 @@ class Journal:
 
         def forget(conn: Conn) -> int:
             cursor = conn.execute(
-                "DELETE FROM files WHERE path = ? OR (path >= ? AND path < ?)", (path, *below)
+                "DELETE FROM files WHERE host_id = ? AND (path = ? OR (path >= ? AND path < ?))",
+                (self.host_id, path, *below),
             )
             return int(cursor.rowcount)
 
@@ -150,11 +184,14 @@ class Journal:
 
     def forget_dirs_except(self, folder: str, directories: set[str]) -> int:
         """After a full scan of ``folder``: drop files of directories that were not seen."""
-        rows = self._conn().execute("SELECT DISTINCT dir FROM files WHERE folder = ?", (folder,))
-        gone = [(d,) for d in {r[0] for r in rows} - directories]
+        rows = self._conn().execute(
+            "SELECT DISTINCT dir FROM files WHERE host_id = ? AND folder = ?",
+            (self.host_id, folder),
+        )
+        gone = [(self.host_id, d) for d in {r[0] for r in rows} - directories]
         self._apply(
             lambda c: c.executemany(
-                "DELETE FROM files WHERE dir = ?"
+                "DELETE FROM files WHERE host_id = ? AND dir = ?"
                 " AND NOT (dev IS NULL AND problem_code IS NOT NULL)",
                 gone,
             )
@@ -165,13 +202,16 @@ class Journal:
         """Before a full scan of ``folder``: drop its scan problems (found again if still there)."""
         self._apply(
             lambda c: c.execute(
-                "DELETE FROM files WHERE folder = ? AND dev IS NULL AND problem_code IS NOT NULL",
-                (folder,),
+                "DELETE FROM files WHERE host_id = ? AND folder = ? AND dev IS NULL"
+                " AND problem_code IS NOT NULL",
+                (self.host_id, folder),
             )
         )
 
     def paths_with_digest(self, digest: str) -> list[str]:
-        rows = self._conn().execute("SELECT path FROM files WHERE digest = ?", (digest,))
+        rows = self._conn().execute(
+            "SELECT path FROM files WHERE host_id = ? AND digest = ?", (self.host_id, digest)
+        )
         return [r[0] for r in rows]
 
     # -- assets and links ---------------------------------------------------------------------
@@ -219,9 +259,10 @@ class Journal:
             if stored_link is None:
                 conn.execute(_INSERT_LINK, (*_link_row(link), now))
             if file is not None:
-                conn.execute(_UPSERT_FILE, _file_row(file, now))
+                conn.execute(_UPSERT_FILE, self._file_row(file, now))
 
-        self._submit(insert)
+        fresh = stored_asset is None or stored_link is None
+        self._submit(self._fenced(asset.workspace_id, asset.digest, insert) if fresh else insert)
         return stored_asset or asset, stored_link or link
 
     def begin(self, rec: AssetRecord | LinkRecord) -> None:
@@ -235,13 +276,24 @@ class Journal:
         lose any result (docs/design.md): the deterministic keys and the lookups recover it.
         Read the journal after ``flush`` to see it."""
         sql, row = _save_statement(rec)
-        self._submit(lambda c: c.execute(sql, (*row, time.time())))
+        self._submit(
+            self._fenced(
+                rec.workspace_id, rec.digest, lambda c: c.execute(sql, (*row, time.time()))
+            )
+        )
 
     def flush(self) -> None:
         """Wait until every write this thread queued is committed (read-your-writes); free
         when there is none."""
         if getattr(self._local, "pending", 0):
             self._apply(lambda _conn: None)
+
+    def flush_all(self) -> None:
+        """Wait until every write queued so far, by any thread, is committed (or failed)."""
+        try:
+            self._apply(lambda _conn: None)
+        except errors.JournalError as exc:
+            log.warning("%s", exc)
 
     def _submit(self, fn: Callable[[Conn], object]) -> None:
         self._local.pending = getattr(self._local, "pending", 0) + 1
@@ -272,7 +324,49 @@ class Journal:
 
     def _save(self, rec: AssetRecord | LinkRecord, *, durable: bool) -> None:
         sql, row = _save_statement(rec)
-        self._apply(lambda c: c.execute(sql, (*row, time.time())), durable=durable)
+        write = self._fenced(
+            rec.workspace_id, rec.digest, lambda c: c.execute(sql, (*row, time.time()))
+        )
+        self._apply(write, durable=durable)
+
+    # -- claims (a fleet: issue 14; free without one) ------------------------------------------
+
+    def claim(self, workspace_id: str, digest: str) -> None:
+        """Claim the content for this host before its first request (ClaimedElsewhereError:
+        a live host holds it). Every write of its rows checks the claim until ``release``."""
+        if self.fleet is not None:
+            self.fleet.claim(workspace_id, digest)
+
+    def check_claim(self, workspace_id: str, digest: str) -> None:
+        """Before a request: the claim is still this host's (LeaseLostError if not)."""
+        if self.fleet is not None:
+            self.fleet.check(workspace_id, digest)
+
+    def release(self, workspace_id: str, digest: str) -> None:
+        """The job is over: release the claim after the job's writes (in queue order)."""
+        if self.fleet is not None and (write := self.fleet.release(workspace_id, digest)):
+            self._submit(write)
+
+    def note_outcome(self, outcome: str) -> None:
+        """A file's outcome, counted for this host in a fleet (``status`` shows the split)."""
+        if self.fleet is not None:
+            self.fleet.note(outcome)
+
+    def _fenced(
+        self, workspace_id: str, digest: str, fn: Callable[[Conn], T]
+    ) -> Callable[[Conn], T]:
+        """``fn``, checking in its transaction that this host still holds the content's claim
+        at the generation it has now (raises LeaseLostError here when it holds none)."""
+        fleet = self.fleet
+        if fleet is None:
+            return fn
+        generation = fleet.generation(workspace_id, digest)
+
+        def fenced(conn: Conn) -> T:
+            fleet.fence(conn, workspace_id, digest, generation)
+            return fn(conn)
+
+        return fenced
 
     # -- projects by name ---------------------------------------------------------------------
 
@@ -351,8 +445,8 @@ class Journal:
             " ELSE 'pending' END AS st, count(*) FROM files f"
             " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
             " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
-            " AND l.project_id = f.project_id GROUP BY 1, 2, 3 ORDER BY 1, 3",
-            (*policy, workspace_id, workspace_id),
+            " AND l.project_id = f.project_id WHERE f.host_id = ? GROUP BY 1, 2, 3 ORDER BY 1, 3",
+            (*policy, workspace_id, workspace_id, self.host_id),
         )
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
@@ -374,19 +468,20 @@ class Journal:
         rows = self._conn().execute(
             "SELECT path, project_id, code, message, at, permanent FROM ("
             " SELECT f.path, f.project_id, f.problem_code AS code, f.problem_message AS message,"
-            "  f.problem_at AS at, 1 AS permanent FROM files f WHERE f.problem_code IS NOT NULL"
+            "  f.problem_at AS at, 1 AS permanent FROM files f WHERE f.host_id = ?"
+            "  AND f.problem_code IS NOT NULL"
             " UNION ALL"
             " SELECT f.path, f.project_id, a.error_code, a.error_message, a.error_at,"
             "  CASE WHEN a.state = 'failed' THEN 1 ELSE 0 END FROM files f JOIN assets a"
             "  ON a.workspace_id = ? AND a.digest = f.digest"
-            "  WHERE a.error_code IS NOT NULL AND a.state != 'ready'"
+            "  WHERE f.host_id = ? AND a.error_code IS NOT NULL AND a.state != 'ready'"
             " UNION ALL"
             " SELECT f.path, f.project_id, l.error_code, l.error_message, l.error_at,"
             "  CASE WHEN l.state = 'failed' THEN 1 ELSE 0 END FROM files f JOIN links l"
             "  ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
-            "  WHERE l.error_code IS NOT NULL AND l.state != 'attached'"
+            "  WHERE f.host_id = ? AND l.error_code IS NOT NULL AND l.state != 'attached'"
             ") AS failures ORDER BY at DESC LIMIT ?",
-            (workspace_id, workspace_id, limit),
+            (self.host_id, workspace_id, self.host_id, workspace_id, self.host_id, limit),
         )
         keys = ("path", "project_id", "code", "message", "at", "permanent")
         return [dict(zip(keys, r, strict=True)) | {"permanent": bool(r[5])} for r in rows]
@@ -397,10 +492,11 @@ class Journal:
         for path, digest, project_id in chosen:
             self._reset_one(workspace_id, path, digest, project_id)
         now = time.time()
-        requests = [(p, now) for p, _, _ in chosen]
+        requests = [(self.host_id, p, now) for p, _, _ in chosen]
         self._apply(
             lambda c: c.executemany(
-                "INSERT INTO retry_requests VALUES (?, ?) ON CONFLICT (path)"
+                "INSERT INTO retry_requests (host_id, path, requested_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (host_id, path)"
                 " DO UPDATE SET requested_at = excluded.requested_at",
                 requests,
             )
@@ -409,10 +505,13 @@ class Journal:
 
     def note_event(self, folder: str | None, kind: str, message: str) -> None:
         """Something ``status`` should show (lost events, a folder gone, a watch limit...)."""
-        row = (time.time(), folder, kind, message)
+        row = (time.time(), folder, kind, message, self.host_id)
 
         def note(conn: Conn) -> None:
-            conn.execute("INSERT INTO events (at, folder, kind, message) VALUES (?, ?, ?, ?)", row)
+            conn.execute(
+                "INSERT INTO events (at, folder, kind, message, host_id) VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
             conn.execute(
                 "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (MAX_EVENTS,)
             )
@@ -421,9 +520,11 @@ class Journal:
 
     def recent_events(self, limit: int) -> list[dict[str, Any]]:
         rows = self._conn().execute(
-            "SELECT at, folder, kind, message FROM events ORDER BY id DESC LIMIT ?", (limit,)
+            "SELECT at, folder, kind, message, host_id FROM events ORDER BY id DESC LIMIT ?",
+            (limit,),
         )
-        return [dict(zip(("at", "folder", "kind", "message"), r, strict=True)) for r in rows]
+        keys = ("at", "folder", "kind", "message", "host")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def import_synced(self, entries: Iterable[tuple[FileEntry, AssetRecord, LinkRecord]]) -> int:
         """Record already-synced files in bulk, one transaction per 10,000 (seeding a journal
@@ -441,7 +542,7 @@ class Journal:
         now = time.time()
 
         def insert(conn: Conn) -> None:
-            conn.executemany(_UPSERT_FILE, (_file_row(f, now) for f, _, _ in batch))
+            conn.executemany(_UPSERT_FILE, (self._file_row(f, now) for f, _, _ in batch))
             conn.executemany(_UPSERT_ASSET, ((*_asset_row(a), now) for _, a, _ in batch))
             conn.executemany(_UPSERT_LINK, ((*_link_row(lk), now) for _, _, lk in batch))
 
@@ -464,9 +565,17 @@ class Journal:
             rows = self._conn().execute(f"SELECT {columns} FROM {table}")
             copied[table] = 0
             while batch := rows.fetchmany(5000):
+                if table in _HOST_TABLES:  # this host's rows become the target's host's
+                    batch = [target._rehosted(table, row) for row in batch]
                 target._insert_rows(_insert_missing(table, columns), batch)
                 copied[table] += len(batch)
         return copied
+
+    def _rehosted(self, table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A row of another journal's host as this journal's host's (``copy_into``)."""
+        if table == "files":  # its folder's id as this journal's config names it
+            return self._file_ids(row[1], row[4]) + tuple(row[4:])
+        return (self.host_id, *row[1:])
 
     def _insert_rows(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         self._apply(lambda c: c.executemany(sql, rows), durable=True)
@@ -476,12 +585,14 @@ class Journal:
 
         Looks before it writes: an idle daemon polling every few seconds must not write.
         """
-        if self._conn().execute("SELECT 1 FROM retry_requests LIMIT 1").fetchone() is None:
+        host = (self.host_id,)
+        sql = "SELECT path FROM retry_requests WHERE host_id = ?"
+        if self._conn().execute(sql + " LIMIT 1", host).fetchone() is None:
             return []
 
         def take(conn: Conn) -> list[str]:
-            rows = conn.execute("SELECT path FROM retry_requests").fetchall()
-            conn.execute("DELETE FROM retry_requests")
+            rows = conn.execute(sql, host).fetchall()
+            conn.execute("DELETE FROM retry_requests WHERE host_id = ?", host)
             return [r[0] for r in rows]
 
         return self._apply(take)
@@ -497,9 +608,9 @@ class Journal:
                 "SELECT f.path, f.digest, f.project_id, f.problem_code FROM files f"
                 " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
                 " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
-                " AND l.project_id = f.project_id WHERE f.problem_code IS NOT NULL"
-                " OR a.state = 'failed' OR l.state = 'failed'",
-                (workspace_id, workspace_id),
+                " AND l.project_id = f.project_id WHERE f.host_id = ? AND"
+                " (f.problem_code IS NOT NULL OR a.state = 'failed' OR l.state = 'failed')",
+                (workspace_id, workspace_id, self.host_id),
             )
             .fetchall()
         )
@@ -514,8 +625,8 @@ class Journal:
         self._apply(
             lambda c: c.execute(
                 "UPDATE files SET problem_code = NULL, problem_message = NULL, problem_at = NULL,"
-                " dev = NULL, ino = NULL WHERE path = ?",
-                (path,),
+                " dev = NULL, ino = NULL WHERE host_id = ? AND path = ?",
+                (self.host_id, path),
             ),
             durable=True,
         )
@@ -527,6 +638,17 @@ class Journal:
         link = self.link(workspace_id, digest, project_id)
         if link is not None and link.state == LinkState.FAILED:
             self.begin(lifecycle.reset_link(link))
+
+    # -- a file's identity --------------------------------------------------------------------
+
+    def _file_row(self, entry: FileEntry, now: float) -> tuple[Any, ...]:
+        return _file_row(self._file_ids(entry.path, entry.folder), entry, now)
+
+    def _file_ids(self, path: str, folder: str) -> tuple[str, str, str, str]:
+        """(host_id, path, folder_id, relpath): the stat cache's key on this host, and the
+        file's identity across hosts (its folder's id and its path inside the folder)."""
+        relpath = path[len(folder) :].lstrip("/") if path.startswith(folder) else path
+        return self.host_id, path, self._folder_ids.get(folder, ""), relpath
 
     # -- connections and schema ---------------------------------------------------------------
 
@@ -568,11 +690,11 @@ _KNOWN_FILES = (
     "SELECT f.name, f.digest, f.problem_code IS NOT NULL, l.state IS NOT NULL, f.dev, f.ino,"
     " f.size_bytes, f.mtime_ns, f.ctime_ns FROM files f LEFT JOIN links l"
     " ON f.project_id = ? AND l.workspace_id = ? AND l.digest = f.digest"
-    " AND l.project_id = ? AND l.state = 'attached' WHERE "
+    " AND l.project_id = ? AND l.state = 'attached' WHERE f.host_id = ? AND "
 )
 _FILE_COLS = (
-    "path, folder, project_id, dir, name, dev, ino, size_bytes, mtime_ns, ctime_ns, digest,"
-    " problem_code, problem_message, problem_at, updated_at"
+    "host_id, path, folder_id, relpath, folder, project_id, dir, name, dev, ino, size_bytes,"
+    " mtime_ns, ctime_ns, digest, problem_code, problem_message, problem_at, updated_at"
 )
 
 
@@ -597,17 +719,19 @@ def _insert_missing(table: str, columns: str) -> str:
 _CACHED_FILES = (  # a path's stat cache entry and its own project's link state
     "SELECT f.path, f.project_id, f.dev, f.ino, f.size_bytes, f.mtime_ns, f.ctime_ns,"
     " f.digest, f.problem_code, l.state FROM files f LEFT JOIN links l"
-    " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id WHERE "
+    " ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
+    " WHERE f.host_id = ? AND "
 )
-_UPSERT_FILE = _upsert("files", _FILE_COLS, "path")
+_UPSERT_FILE = _upsert("files", _FILE_COLS, "host_id, path")
 _TABLES = {  # every table and the columns a copy carries (an event's id is the target's)
     "assets": f"{_ASSET_COLS}, updated_at",
     "links": f"{_LINK_COLS}, updated_at",
     "files": _FILE_COLS,
     "projects": "workspace_id, name, project_id, create_key, create_at, generation, updated_at",
-    "retry_requests": "path, requested_at",
-    "events": "at, folder, kind, message",
+    "retry_requests": "host_id, path, requested_at",
+    "events": "at, folder, kind, message, host_id",
 }
+_HOST_TABLES = ("files", "retry_requests")  # keyed by host: a copy takes the target's host
 _UPSERT_ASSET = _upsert("assets", f"{_ASSET_COLS}, updated_at", "workspace_id, digest")
 _INSERT_ASSET = _insert_missing("assets", f"{_ASSET_COLS}, updated_at")
 _UPSERT_LINK = _upsert("links", f"{_LINK_COLS}, updated_at", "workspace_id, digest, project_id")
@@ -620,12 +744,12 @@ def _save_statement(rec: AssetRecord | LinkRecord) -> tuple[str, tuple[Any, ...]
     return _UPSERT_LINK, _link_row(rec)
 
 
-def _file_row(entry: FileEntry, now: float) -> tuple[Any, ...]:
+def _file_row(ids: tuple[str, str, str, str], entry: FileEntry, now: float) -> tuple[Any, ...]:
     st, problem = entry.stat, entry.problem
     stat_cols = (st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns) if st else (None,) * 5
     problem_cols = (problem.code, problem.message, problem.at) if problem else (None,) * 3
     return (
-        entry.path,
+        *ids,
         entry.folder,
         entry.project_id,
         entry.directory,

@@ -41,6 +41,10 @@ class Backend(Protocol):
     def error(self) -> type[Exception]:
         """The driver's base error."""
 
+    @property
+    def shared(self) -> bool:
+        """Whether several hosts may share it (a fleet: claims and heartbeats, issue 14)."""
+
     def connect(self) -> Conn:
         """A new connection (one per reading thread, one for the writer)."""
 
@@ -177,6 +181,8 @@ class Writer:
         for op in batch:
             if op.done is not None:
                 op.done.set()
+            elif isinstance(op.error, errors.LeaseLostError):  # the worker hears it next
+                log.info("journal write dropped: %s", op.error)
             elif op.error is not None:  # nobody waits to hear it: say it here
                 log.error("journal write failed: %s", op.error)
 
