@@ -88,7 +88,8 @@ def test_the_same_host_id_twice_is_refused(env: SyncEnv, database: str) -> None:
         twin.config.write_text(hosts[0].config.read_text().replace("state-host0", "state-twin"))
         refused = twin.cli("run", "--scan")
         assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert "host_id" in refused.stderr and "'host0'" in refused.stderr
+        assert "host_id" in refused.stderr
+        assert "'host0'" in refused.stderr
         other = hosts[1].cli("run", "--scan")
         assert other.returncode == 0, other.stderr
     finally:

@@ -882,9 +882,9 @@ class _WatchedGate(retrying.RateGate):
         self._free = free
         self.free_at_close: list[int] = []
 
-    def close_for(self, seconds: float) -> None:
+    def close_for(self, seconds: float, *, announce: bool = True) -> None:
         self.free_at_close.append(self._free())
-        super().close_for(seconds)
+        super().close_for(seconds, announce=announce)
 
 
 def _retrier(
