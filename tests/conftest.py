@@ -11,6 +11,7 @@ import pytest
 
 from florasync.flora.secret import Secret
 from florasync.sandbox import Sandbox
+from florasync.state.journal.fleet import Fleet
 from florasync.state.journal.postgres import PostgresBackend
 from florasync.state.journal.store import Journal
 
@@ -91,5 +92,27 @@ def any_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Jour
     try:
         yield journal
     finally:
+        journal.close()
+        drop_database(cluster, url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def run_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
+    """A journal as a run holds it, in each backend: the SQLite file, and a fresh PostgreSQL
+    database joined as one host of a fleet (claims, fencing and the heartbeat on)."""
+    if request.param == "sqlite":
+        journal = Journal.open(tmp_path / "state")
+        yield journal
+        journal.close()
+        return
+    cluster: PgCluster = request.getfixturevalue("postgres")
+    url = create_database(cluster)
+    backend = PostgresBackend(Secret(url), "test-host")
+    journal = Journal.open(tmp_path / "state", backend, host_id="test-host")
+    journal.fleet = Fleet(backend, host_id="test-host", lease_seconds=30.0).join()
+    try:
+        yield journal
+    finally:
+        journal.fleet.leave()
         journal.close()
         drop_database(cluster, url)

@@ -159,10 +159,9 @@ class Harness:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal.open(tmp_path / "state")
-    yield j
-    j.close()
+def journal(run_journal: Journal) -> Journal:
+    """Each backend: SQLite, and PostgreSQL as one host of a fleet."""
+    return run_journal
 
 
 @pytest.fixture

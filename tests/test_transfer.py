@@ -52,7 +52,7 @@ class Rig:
 
     def transfer(self, **options: Any) -> Transfer:
         options.setdefault("processing_timeout", PROCESSING_TIMEOUT)
-        return Transfer(
+        return _Claiming(
             workspace_id=self.sb.workspace_id,
             client=self.client,
             target=self.target,
@@ -94,13 +94,25 @@ class Rig:
         return link
 
 
+class _Claiming(Transfer):
+    """A transfer run as the pipeline runs it: under the content's claim (a fleet's journal)."""
+
+    def run(self, job: Job) -> Result:
+        self._journal.claim(self.workspace_id, job.digest)
+        try:
+            return super().run(job)
+        finally:
+            self._journal.release(self.workspace_id, job.digest)
+
+
 @pytest.fixture
-def rig(sandbox: Sandbox, tmp_path: Path) -> Iterator[Rig]:
-    """The client built as ``config.runtime`` builds it, with a fast retry policy."""
+def rig(sandbox: Sandbox, tmp_path: Path, run_journal: Journal) -> Iterator[Rig]:
+    """The client built as ``config.runtime`` builds it, with a fast retry policy, on each
+    journal backend."""
     stop = threading.Event()
     folder = tmp_path / "photos"
     folder.mkdir()
-    journal = Journal.open(tmp_path / "state")
+    journal = run_journal
     key = Secret(sandbox.api_key)
     gate = retrying.RateGate()
     client = api.FloraClient(
@@ -110,7 +122,6 @@ def rig(sandbox: Sandbox, tmp_path: Path) -> Iterator[Rig]:
     yield Rig(sandbox, journal, folder, client, target, stop)
     target.close()
     client.close()
-    journal.close()
 
 
 def _assert_stored(rig: Rig, job: Job, result: Result) -> None:

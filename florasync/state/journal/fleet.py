@@ -178,7 +178,11 @@ class Fleet:
 
     def fence(self, conn: Conn, workspace_id: str, digest: str, generation: int) -> None:
         """Inside a write transaction: the claim is still ours at ``generation``; the row is
-        held FOR SHARE until the commit, so a takeover waits for this write."""
+        held FOR SHARE until the commit, so a takeover waits for this write. Checked once per
+        transaction and claim: the row stays locked until the commit."""
+        checked: set[tuple[str, int]] | None = getattr(conn, "fenced", None)
+        if checked is not None and (digest, generation) in checked:
+            return
         row = conn.execute(
             "SELECT 1 FROM claims WHERE workspace_id = ? AND digest = ? AND host_id = ?"
             " AND generation = ? AND held FOR SHARE",
@@ -187,6 +191,8 @@ class Fleet:
         if row is None:
             self._lose(workspace_id, digest, generation, "another host took it over")
             raise errors.LeaseLostError(digest, "another host took it over")
+        if checked is not None:
+            checked.add((digest, generation))
 
     def release(self, workspace_id: str, digest: str) -> Callable[[Conn], None] | None:
         """Forget the claim here; the write that releases it in the database (queued after the
@@ -350,37 +356,8 @@ class Fleet:
     # -- what status shows --------------------------------------------------------------------
 
     def overview(self) -> dict[str, Any]:
-        """The hosts (alive or not, last heartbeat, claims held) and the oldest claim held by a
-        host that is not alive (work waiting for a takeover)."""
-        conn = self._conn()
-        hosts = conn.execute(
-            f"SELECT h.host_id, h.hostname, h.pid, h.version, {NOW} - h.heartbeat_at,"
-            f" h.stopped_at IS NULL AND h.heartbeat_at > {NOW} - h.lease_seconds,"
-            " h.stopped_at IS NOT NULL, h.uploaded, h.attached, h.failed, (SELECT count(*)"
-            " FROM claims c WHERE c.host_id = h.host_id AND c.held) FROM hosts h"
-            " ORDER BY h.host_id"
-        ).fetchall()
-        keys = (
-            "host_id",
-            "hostname",
-            "pid",
-            "version",
-            "heartbeat_age",
-            "alive",
-            "stopped",
-            *_COUNTED,
-        )
-        stale = conn.execute(
-            f"SELECT count(*), max({NOW} - c.claimed_at) FROM claims c WHERE c.held"
-            f" AND NOT {_ALIVE}"
-        ).fetchone()
-        return {
-            "hosts": [
-                dict(zip(keys, row[:10], strict=True)) | {"claims": int(row[10])} for row in hosts
-            ],
-            "stale_claims": int(stale[0]) if stale else 0,
-            "oldest_stale_claim_age": float(stale[1]) if stale and stale[1] is not None else None,
-        }
+        """The fleet as ``status`` shows it (``read_overview``), on this thread's connection."""
+        return _overview(self._conn())
 
     # -- connections and threads --------------------------------------------------------------
 
@@ -397,3 +374,46 @@ class Fleet:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+
+
+def read_overview(backend: Any) -> dict[str, Any]:
+    """The hosts (alive or not, last heartbeat, claims held, what each did) and the claims held
+    by hosts that are not alive (work waiting for a takeover), read without joining the fleet:
+    one connection of its own, no write, no thread (``status``, ``check``). A database no run
+    has migrated yet has no fleet: no hosts.
+
+    Raises:
+        errors.JournalError: the database cannot be reached.
+    """
+    conn = backend.connect()
+    try:
+        table = conn.execute("SELECT to_regclass('hosts')").fetchone()
+        if table is None or table[0] is None:
+            return {"hosts": [], "stale_claims": 0, "oldest_stale_claim_age": None}
+        return _overview(conn)
+    finally:
+        conn.close()
+
+
+_HOST_KEYS = ("host_id", "hostname", "pid", "version", "heartbeat_age", "alive", "stopped")
+
+
+def _overview(conn: Conn) -> dict[str, Any]:
+    hosts = conn.execute(
+        f"SELECT h.host_id, h.hostname, h.pid, h.version, {NOW} - h.heartbeat_at,"
+        f" h.stopped_at IS NULL AND h.heartbeat_at > {NOW} - h.lease_seconds,"
+        " h.stopped_at IS NOT NULL, h.uploaded, h.attached, h.failed, (SELECT count(*)"
+        " FROM claims c WHERE c.host_id = h.host_id AND c.held) FROM hosts h"
+        " ORDER BY h.host_id"
+    ).fetchall()
+    keys = (*_HOST_KEYS, *_COUNTED)
+    stale = conn.execute(
+        f"SELECT count(*), max({NOW} - c.claimed_at) FROM claims c WHERE c.held AND NOT {_ALIVE}"
+    ).fetchone()
+    return {
+        "hosts": [
+            dict(zip(keys, row[:10], strict=True)) | {"claims": int(row[10])} for row in hosts
+        ],
+        "stale_claims": int(stale[0]) if stale else 0,
+        "oldest_stale_claim_age": float(stale[1]) if stale and stale[1] is not None else None,
+    }

@@ -148,6 +148,7 @@ class PostgresBackend:
 
     def begin(self, conn: Conn, *, durable: bool) -> None:
         conn.execute("BEGIN")
+        conn.fenced = set()  # the claims checked in this transaction (``fleet.Fleet.fence``)
         if not durable:  # a result: like SQLite's NORMAL, a crash of the server may lose it
             conn.execute("SET LOCAL synchronous_commit = off")
 
@@ -254,13 +255,19 @@ class PostgresBackend:
 class _PgConn:
     """A psycopg connection speaking the journal's ``?`` placeholders, made again before a
     statement when the last one broke it (the server restarted): a reader heals by itself,
-    the writer's failed batch is reported and its next batch gets a new connection."""
+    the writer's failed batch is reported and its next batch gets a new connection.
+
+    ``fenced``: the fleet claims checked (and locked FOR SHARE) in the open transaction; a
+    rollback, even to a savepoint, may drop those locks, so it forgets them."""
 
     def __init__(self, connect: Callable[[], psycopg.Connection[Any]]) -> None:
         self._connect = connect
         self.raw = connect()
+        self.fenced: set[tuple[str, int]] = set()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        if sql.startswith("ROLLBACK"):
+            self.fenced = set()
         try:
             return self._usable().execute(_placeholders(sql), params)
         except psycopg.OperationalError as exc:

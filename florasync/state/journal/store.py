@@ -322,12 +322,15 @@ class Journal:
         )
         return row is None or row[0] == rec.digest
 
-    def _save(self, rec: AssetRecord | LinkRecord, *, durable: bool) -> None:
+    def _save(self, rec: AssetRecord | LinkRecord, *, durable: bool, fenced: bool = True) -> None:
         sql, row = _save_statement(rec)
-        write = self._fenced(
-            rec.workspace_id, rec.digest, lambda c: c.execute(sql, (*row, time.time()))
+
+        def write(conn: Conn) -> None:
+            conn.execute(sql, (*row, time.time()))
+
+        self._apply(
+            self._fenced(rec.workspace_id, rec.digest, write) if fenced else write, durable=durable
         )
-        self._apply(write, durable=durable)
 
     # -- claims (a fleet: issue 14; free without one) ------------------------------------------
 
@@ -632,12 +635,13 @@ class Journal:
         )
         if digest is None:
             return
+        # not fenced: a failed content is nobody's work until it is put back (here)
         asset = self.asset(workspace_id, digest)
         if asset is not None and asset.state == AssetState.FAILED:
-            self.begin(lifecycle.reset_asset(asset))
+            self._save(lifecycle.reset_asset(asset), durable=True, fenced=False)
         link = self.link(workspace_id, digest, project_id)
         if link is not None and link.state == LinkState.FAILED:
-            self.begin(lifecycle.reset_link(link))
+            self._save(lifecycle.reset_link(link), durable=True, fenced=False)
 
     # -- a file's identity --------------------------------------------------------------------
 
