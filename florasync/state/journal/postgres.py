@@ -6,7 +6,7 @@ batches commit with ``synchronous_commit`` off unless they hold an intent), plac
 (the queries' ``?`` become psycopg's ``%s``) and the run lock: one florasync process per
 ``host_id`` on the journal database, held as a session advisory lock that dies with its
 connection (a host restarted after ``kill -9`` starts at once; the server's TCP keepalive is
-shortened on that connection so a host that lost power frees it within about a minute). The
+shortened on that connection so a host that lost power frees it within about 30 s). The
 fleet's claims and heartbeats are ``fleet``'s. The URL holds a password: it is never in a
 message (``where`` is host:port/database).
 """
