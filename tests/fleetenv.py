@@ -99,3 +99,32 @@ def stop(host: Host, proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
     proc.terminate()
     proc.wait(timeout=timeout)
     return host.log.read_text()[-4000:]
+
+
+def configure(host: Host, **settings: Any) -> None:
+    """Set top-level settings in one host's config only (e.g. its own metrics port)."""
+    doc = yaml.safe_load(host.config.read_text())
+    doc.update(settings)
+    host.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def database_now(url: str) -> float:
+    """The database server's clock (epoch seconds), the clock of ``claims.claimed_at``."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT extract(epoch from clock_timestamp())::float8").fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def claims_held(url: str, host_id: str, since: float = 0.0) -> int:
+    """How many contents ``host_id`` holds a claim on now, claimed after ``since`` (the
+    database's clock: a process started then holds only claims it made itself)."""
+    with psycopg.connect(url) as conn:
+        try:
+            row = conn.execute(
+                "SELECT count(*) FROM claims WHERE host_id = %s AND held AND claimed_at > %s",
+                (host_id, since),
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+    return int(row[0]) if row else 0

@@ -3,6 +3,8 @@
 Owns the check list and its one-line-per-check report. Changes nothing anywhere: no journal
 is created, no mutating request is sent. A project mapped by name (and each subfolder of a
 ``projects_from_subfolders`` folder) is looked up: found, ambiguous, or would be created.
+On a PostgreSQL journal: this host's ``host_id``, the hosts alive in its fleet (read without
+joining it), and each folder's id (issue 14).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from florasync import errors
 from florasync.config import config, runtime
@@ -22,6 +25,9 @@ from florasync.local.placement import NO_PROJECT, Target, Unplaced, own_target, 
 from florasync.local.rules import FolderRules
 from florasync.state.journal import opening
 from florasync.sync import projects
+
+if TYPE_CHECKING:
+    from florasync.state.journal.postgres import PostgresBackend
 
 
 def _marks() -> tuple[str, str]:
@@ -107,6 +113,25 @@ def _check_journal(rt: runtime.Runtime, report: Report) -> None:
         report.ok("journal", f"{backend.where}: {backend.probe()}")
     except errors.FlorasyncError as exc:
         report.fail("journal", str(exc), exc.exit_code)
+        return
+    _check_fleet(rt.cfg, backend, report)
+
+
+def _check_fleet(cfg: config.Config, backend: PostgresBackend, report: Report) -> None:
+    """This host's id and the hosts alive in the fleet (read-only), then each folder's id:
+    a folder shared by several hosts needs one id on all of them."""
+    from florasync.state.journal import fleet
+
+    try:
+        hosts = fleet.read_overview(backend)["hosts"]
+    except (errors.JournalError, backend.error) as exc:
+        report.fail("fleet", f"cannot read the fleet in {backend.where}: {exc}", ExitCode.USAGE)
+        return
+    alive = sum(1 for h in hosts if h["alive"])
+    report.ok("host", f"this host is {cfg.host_id}; {alive} of {len(hosts)} known host(s) alive")
+    for index, folder in enumerate(cfg.folders):
+        derived = f" (from its path: hosts mounting it elsewhere need folders[{index}].id)"
+        report.ok("folder id", f"{folder.folder_id} <- {folder.path}{'' if folder.id else derived}")
 
 
 def _check_workspace(client: api.FloraClient, cfg: config.Config, report: Report) -> bool:

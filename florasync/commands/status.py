@@ -1,6 +1,8 @@
 """``florasync status``: what the journal knows, per folder and project, and recent failures.
 
 A folder whose projects come from names shows one row per project it feeds, with the name.
+On a PostgreSQL journal it also shows the fleet (issue 14): each host, alive or not, with its
+claims and counts, and the claims waiting for a takeover; read without joining the fleet.
 
 Owns the human and JSON renderings. The JSON schema is stable (docs/status.md): keys are only
 ever added. Reads the journal while a ``run`` is going (WAL readers do not block writers).
@@ -13,6 +15,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from florasync import errors
 from florasync.config import config, runtime
 from florasync.errors import ExitCode
 from florasync.state import runlock
@@ -26,14 +29,23 @@ def run_from_args(args: argparse.Namespace) -> ExitCode:
 
 
 def status(*, config_path: str | None, as_json: bool, failures: int = 20) -> ExitCode:
+    """Print the report; a journal that cannot be read still gets what is known without it,
+    then its error goes to ``cli`` (one line on stderr, exit 2) as before.
+
+    Raises:
+        errors.JournalError: the journal (its database) cannot be opened or read.
+    """
     rt = runtime.load(config_path)
     report = collect(rt, failures)
     print(json.dumps(report, indent=2) if as_json else render(report))
+    if report["journal_error"] is not None:
+        raise errors.JournalError(report["journal_error"])
     return ExitCode.OK
 
 
 def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
-    """The status report as plain data (the ``--json`` schema)."""
+    """The status report as plain data (the ``--json`` schema); ``journal_error`` says why the
+    journal's part is missing."""
     cfg = rt.cfg
     pid = runlock.running_pid(cfg.state_dir)
     report: dict[str, Any] = {
@@ -48,16 +60,50 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
         "links": {},
         "failures": [],
         "events": [],
+        "fleet": None,
+        "journal_error": None,
     }
     if not opening.journal_exists(cfg, rt.env):
         return report
-    j = opening.open_journal(cfg, rt.env)
+    try:
+        _read_journal(report, rt, failures)
+    except errors.JournalError as exc:
+        report["journal_error"] = str(exc)
+    return report
+
+
+def _read_journal(report: dict[str, Any], rt: runtime.Runtime, failures: int) -> None:
+    j = opening.open_journal(rt.cfg, rt.env)
     report["journal"] = j.path
     try:
-        _fill(report, j, cfg.workspace_id, failures)
+        _fill(report, j, rt.cfg.workspace_id, failures)
+        if j.backend.shared:
+            report["fleet"] = _fleet(j.backend, rt.cfg.host_id)
     finally:
         j.close()
-    return report
+
+
+def _fleet(backend: Any, host_id: str) -> dict[str, Any]:
+    """The fleet sharing the journal database, as ``--json`` shows it (ages in seconds)."""
+    from florasync.state.journal import fleet  # psycopg only when PostgreSQL is configured
+
+    overview = fleet.read_overview(backend)
+    hosts = []
+    for host in overview["hosts"]:
+        age = host.pop("heartbeat_age")
+        hosts.append(
+            host | {"heartbeat_age_seconds": _seconds(age), "this_host": host["host_id"] == host_id}
+        )
+    return {
+        "host_id": host_id,
+        "hosts": hosts,
+        "stale_claims": overview["stale_claims"],
+        "oldest_stale_claim_age_seconds": _seconds(overview["oldest_stale_claim_age"]),
+    }
+
+
+def _seconds(age: float | None) -> float | None:
+    return None if age is None else round(max(age, 0.0), 1)
 
 
 def _fill(report: dict[str, Any], j: store.Journal, workspace_id: str, limit: int) -> None:
@@ -121,12 +167,12 @@ def render(report: dict[str, Any]) -> str:
         f"journal:   {report['journal'] or report['state_dir']}",
         f"running:   {'pid ' + str(running['pid']) if running else 'no'}",
     ]
+    if report["journal_error"] is not None:
+        lines[1] = f"journal:   cannot be read: {report['journal_error']}"
     for f in report["folders"]:
-        gone = "" if f["configured"] else "  (no longer configured)"
-        lines.append(
-            f"folder:    {f['path']} -> {_project_shown(f)}: {f['synced']} synced, "
-            f"{f['pending']} pending, {f['failed']} failed{_skipped(f)}{gone}"
-        )
+        lines.append(f"folder:    {f['path']} -> {_project_shown(f)}: {_folder_counts(f, report)}")
+    if report["fleet"] is not None:
+        lines.extend(_fleet_lines(report["fleet"]))
     if report["assets"]:
         lines.append("assets:    " + _counts(report["assets"]))
         lines.append("attached:  " + _counts(report["links"]))
@@ -141,6 +187,56 @@ def render(report: dict[str, Any]) -> str:
             kind = "" if f["permanent"] else " [retrying]"
             lines.append(f"  {f['at']}  {f['path']}: {f['message']} ({f['code']}){kind}")
     return "\n".join(lines)
+
+
+def _folder_counts(f: dict[str, Any], report: dict[str, Any]) -> str:
+    if report["journal_error"] is not None:
+        return "counts unknown (the journal cannot be read)"
+    gone = "" if f["configured"] else "  (no longer configured)"
+    return f"{f['synced']} synced, {f['pending']} pending, {f['failed']} failed{_skipped(f)}{gone}"
+
+
+def _fleet_lines(fleet: dict[str, Any]) -> list[str]:
+    """The fleet's summary line, then one line per host."""
+    hosts = fleet["hosts"]
+    alive = sum(1 for h in hosts if h["alive"])
+    summary = f"this host is {fleet['host_id']}; {len(hosts)} host(s), {alive} alive"
+    stale = fleet["stale_claims"]
+    if stale:
+        oldest = _age(fleet["oldest_stale_claim_age_seconds"])
+        summary += (
+            f"; {stale} stale claim(s) held by hosts not alive, the oldest {oldest} old "
+            "(waiting for a takeover)"
+        )
+    else:
+        summary += "; no stale claims"
+    width = max((len(h["host_id"]) for h in hosts), default=0)
+    return [f"fleet:     {summary}", *(_host_line(h, width) for h in hosts)]
+
+
+def _host_line(host: dict[str, Any], width: int) -> str:
+    age = _age(host["heartbeat_age_seconds"])
+    if host["alive"] or host["stopped"]:
+        state = f"{'alive' if host['alive'] else 'stopped'}, last heartbeat {age} ago"
+    else:
+        state = f"not heard for {age} (its lease ran out)"
+    this = "  (this host)" if host["this_host"] else ""
+    return (
+        f"  {host['host_id']:<{width}}  {state}: {host['claims']} claim(s), "
+        f"{host['uploaded']} uploaded, {host['attached']} attached only, {host['failed']} failed;"
+        f" pid {host['pid']} on {host['hostname']}{this}"
+    )
+
+
+def _age(seconds: float | None) -> str:
+    """``4.2 s``, ``17 min``, ``3.5 h``: a heartbeat's or a claim's age."""
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _skipped(folder: dict[str, Any]) -> str:
