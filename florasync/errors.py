@@ -63,9 +63,17 @@ class HostIdInUseError(AlreadyRunningError):
 
 
 class JournalError(FlorasyncError):
-    """The journal cannot be opened or migrated (corrupt file, newer schema, permissions)."""
+    """The journal cannot be opened or migrated (corrupt file, newer schema, permissions).
+
+    ``retryable``: its database is away (refused, timed out, starting up) and may come back,
+    as opposed to a wrong URL, password or database name.
+    """
 
     exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ClaimedElsewhereError(FlorasyncError):

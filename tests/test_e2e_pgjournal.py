@@ -320,3 +320,46 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def test_a_daemon_started_while_the_database_is_down_waits_for_it(
+    env: SyncEnv, own_postgres: PgCluster
+) -> None:
+    """The daemon starts while PostgreSQL is down (a host booting before its database): it
+    says it waits (no exit, no traceback), and syncs once the database is up; a wrong database
+    name is still a configuration error (exit 2), and SIGTERM while waiting exits 0."""
+    url = create_database(own_postgres)
+    extra = _use_postgres(env, url)
+    env.add(0, "early.png")
+    own_postgres.stop("fast")
+    log = env.root / "daemon.log"
+    with log.open("w") as sink:
+        proc = env.popen("run", extra_env=extra, stdout=sink, stderr=sink)
+    try:
+        wait_until(lambda: "trying again" in log.read_text(), message="the daemon waiting")
+        assert proc.poll() is None
+        own_postgres.start()
+        wait_until(lambda: _synced_count(env) == 1, timeout=LONG_TIMEOUT, message="the sync")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=LONG_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            env.kill(proc)
+    assert proc.returncode == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+    assert own_postgres.password not in log.read_text()
+    assert_exactly_once(env.sb.state(), env.expected())
+    wrong = env.cli("run", "--scan", env={URL_ENV: url.rsplit("/", 1)[0] + "/nowhere"})
+    assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+    assert "does not exist" in wrong.stderr
+    own_postgres.stop("fast")
+    with log.open("w") as sink:
+        waiting = env.popen("run", extra_env=extra, stdout=sink, stderr=sink)
+    try:
+        wait_until(lambda: "trying again" in log.read_text(), message="waiting again")
+        waiting.send_signal(signal.SIGTERM)
+        waiting.wait(timeout=LONG_TIMEOUT)
+    finally:
+        if waiting.poll() is None:
+            env.kill(waiting)
+    assert waiting.returncode == 0, log.read_text()

@@ -83,13 +83,10 @@ class Daemon:
 
     def run(self) -> ExitCode:
         self._observability = Monitoring.build(self.rt.cfg, self.is_healthy, self._trouble)
-        self.engine = Engine(
-            self.rt,
-            retry_deferred=True,
-            on_refused=self._refused,
-            progress=self._observability.progress,
-            client_hooks=self._observability.client_hooks,
-        )
+        engine = self._engine_once_the_journal_answers()
+        if engine is None:
+            return self._exit_code  # stopped while waiting
+        self.engine = engine
         with self.engine:
             self.sweeper = Sweeper(
                 self.engine,
@@ -110,6 +107,33 @@ class Daemon:
                 faulthandler.cancel_dump_traceback_later()
         return self._exit_code
 
+    def _engine_once_the_journal_answers(self) -> Engine | None:
+        """The engine; while its journal database is away (down, restarting: not a wrong URL
+        or password), wait for it with backoff instead of exiting (None: stopped meanwhile)."""
+        delay = 1.0
+        while True:
+            try:
+                return Engine(
+                    self.rt,
+                    retry_deferred=True,
+                    on_refused=self._refused,
+                    progress=self._observability.progress,
+                    client_hooks=self._observability.client_hooks,
+                )
+            except errors.JournalError as exc:
+                if not exc.retryable:
+                    raise
+                log.error("%s; trying again in %.0f s", exc, delay)  # noqa: TRY400 -- no traceback
+                self.notifier.status(f"waiting for the journal: {exc}")
+            previous = self._install_signals()
+            try:
+                if self._stopping.wait(delay):
+                    return None
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)  # type: ignore[arg-type]
+            delay = min(delay * 2, 30.0)
+
     def _install_signals(self) -> dict[int, object]:
         if threading.current_thread() is not threading.main_thread():
             return {}  # embedded (tests): the caller stops us with request_stop()
@@ -121,7 +145,8 @@ class Daemon:
             # if stopping overruns the grace period, say where every thread is (stderr)
             faulthandler.dump_traceback_later(self.grace_seconds + 20, exit=False)
         self._stopping.set()
-        self.engine.pipeline.begin_close()
+        if hasattr(self, "engine"):  # not while waiting for the journal at start
+            self.engine.pipeline.begin_close()
         self._wake.set()
 
     def request_reload(self) -> None:

@@ -143,7 +143,8 @@ class PostgresBackend:
             )
         except psycopg.Error as exc:
             raise errors.JournalError(
-                f"cannot reach the journal database {self.where}: {_reason(exc)}"
+                f"cannot reach the journal database {self.where}: {_reason(exc)}",
+                retryable=_may_come_back(exc),
             ) from None
 
     def begin(self, conn: Conn, *, durable: bool) -> None:
@@ -310,6 +311,14 @@ def _where(url: str) -> str:
     host = parts.hostname or "localhost"
     port = f":{parts.port}" if parts.port else ""
     return f"postgresql://{host}{port}{parts.path or '/'}"
+
+
+def _may_come_back(exc: psycopg.Error) -> bool:
+    """Whether a failed connection may work later: no answer at all (refused, timed out), or
+    the server said it is starting, stopping or overloaded; not a refused password or role, nor
+    a database that does not exist."""
+    state = exc.sqlstate
+    return state is None or state.startswith(("08", "53", "57"))
 
 
 def _reason(exc: psycopg.Error) -> str:
