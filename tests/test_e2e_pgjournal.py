@@ -199,7 +199,8 @@ def test_sigterm_of_a_daemon_on_postgresql_is_clean(env: SyncEnv, database: str)
 def test_journal_migrate_moves_a_host_without_uploading_again(env: SyncEnv, database: str) -> None:
     """A host's SQLite journal copied into PostgreSQL (``journal migrate``): the run on the
     database afterwards finds everything unchanged and sends no mutating request; ``status``
-    counts the same; the SQLite file is left as it was."""
+    counts the same; the SQLite file is left as it was. Before the migration, a run on the
+    empty database is refused (it would upload everything again)."""
     for n in range(8):
         env.add(n % 2, f"m{n}.png")
     assert env.scan().returncode == 0
@@ -207,6 +208,10 @@ def test_journal_migrate_moves_a_host_without_uploading_again(env: SyncEnv, data
     sqlite_file = env.state_dir / "journal.sqlite3"
     size = sqlite_file.stat().st_size
     extra = _use_postgres(env, database)
+    forgotten = env.cli("run", "--scan", env=extra)  # would upload all 8 again
+    assert forgotten.returncode == 2, forgotten.stdout + forgotten.stderr
+    assert "journal: " in forgotten.stderr
+    assert "florasync journal migrate" in forgotten.stderr
     result = env.cli("journal", "migrate", env=extra)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "8 files" in result.stdout

@@ -47,6 +47,7 @@ def migrate(*, config_path: str | None, to: str | None) -> ExitCode:
                 _require_empty(target)
                 copied = source.copy_into(target)
                 _require_equal(copied, target.row_counts())
+                target.note_event(None, store.MIGRATED, f"copied from {source.path}")
             finally:
                 target.close()
     finally:

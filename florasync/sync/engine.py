@@ -52,6 +52,7 @@ class Engine:
         self.fleet: Fleet | None = None
         try:
             self._lock = self.journal.lock_run()
+            opening.refuse_a_forgotten_journal(self.journal, rt.cfg)
             self.fleet = opening.join_fleet(self.journal, rt.cfg)  # a shared journal only
         except BaseException:
             if self._lock is not None:

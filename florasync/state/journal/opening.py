@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from florasync import logs
+from florasync import errors, logs
 from florasync.config import credentials
 from florasync.config.config import Config
 from florasync.flora.secret import Secret
@@ -47,6 +47,30 @@ def open_for(cfg: Config, backend: Backend | None) -> Journal:
     host_id = "" if backend is None else cfg.host_id
     folder_ids = {str(folder.path): folder.folder_id for folder in cfg.folders}
     return Journal.open(cfg.state_dir, backend, host_id=host_id, folder_ids=folder_ids)
+
+
+def refuse_a_forgotten_journal(journal: Journal, cfg: Config) -> None:
+    """A run on a shared database that knows nothing of this host while ``state_dir`` still
+    holds this host's SQLite journal would upload everything again: that journal must be
+    migrated first (``journal migrate``), or moved away to start afresh.
+
+    Raises:
+        errors.ConfigError: naming ``journal`` and both places.
+    """
+    if not journal.backend.shared or not sqlite.exists(cfg.state_dir) or journal.knows_host():
+        return
+    local = Journal.open(cfg.state_dir)
+    try:
+        synced_before = local.has_assets()
+    finally:
+        local.close()
+    if synced_before:
+        raise errors.ConfigError(
+            "journal",
+            f"{journal.path} knows nothing of host {cfg.host_id!r}, but {local.path} holds "
+            "what this host synced before: run `florasync journal migrate` first (nothing is "
+            "uploaded again), or move that file away to start afresh",
+        )
 
 
 def join_fleet(journal: Journal, cfg: Config) -> Fleet | None:

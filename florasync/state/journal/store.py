@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_EVENTS = 500
+MIGRATED = "journal_migrated"  # the event ``journal migrate`` leaves in the target
 
 
 class Journal:
@@ -553,6 +554,21 @@ class Journal:
         return len(batch)
 
     # -- moving a journal ---------------------------------------------------------------------
+
+    def knows_host(self) -> bool:
+        """Whether this journal holds anything of this host: a file it saw, or a migration of
+        its former journal into this one (``journal migrate`` notes one)."""
+        conn = self._conn()
+        host = (self.host_id,)
+        seen = conn.execute("SELECT 1 FROM files WHERE host_id = ? LIMIT 1", host).fetchone()
+        moved = conn.execute(
+            "SELECT 1 FROM events WHERE kind = ? AND host_id = ? LIMIT 1", (MIGRATED, *host)
+        ).fetchone()
+        return seen is not None or moved is not None
+
+    def has_assets(self) -> bool:
+        """Whether any content was ever recorded (an empty journal has none)."""
+        return self._conn().execute("SELECT 1 FROM assets LIMIT 1").fetchone() is not None
 
     def row_counts(self) -> dict[str, int]:
         """How many rows each table holds (``journal migrate`` reports and checks them)."""
