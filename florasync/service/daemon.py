@@ -31,6 +31,7 @@ from florasync.service import reload
 from florasync.service.monitoring import Monitoring
 from florasync.service.sweeper import Sweeper
 from florasync.service.systemd import Notifier
+from florasync.state.journal import opening
 from florasync.sync.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -391,6 +392,7 @@ class Daemon:
             changed = ", ".join(new.restart_only)
             log.warning("changed settings that take effect after a restart: %s", changed)
         self.rt.cfg = new.cfg
+        self.engine.journal.set_folder_ids(opening.folder_ids(new.cfg))
         self.engine.set_api_key(new.key)
         self.engine.pipeline.projects.forget_failures()  # a new key or role may create them now
         self._reloads += 1

@@ -45,8 +45,12 @@ def open_for(cfg: Config, backend: Backend | None) -> Journal:
     its cache); on a shared database it is ``host_id``.
     """
     host_id = "" if backend is None else cfg.host_id
-    folder_ids = {str(folder.path): folder.folder_id for folder in cfg.folders}
-    return Journal.open(cfg.state_dir, backend, host_id=host_id, folder_ids=folder_ids)
+    return Journal.open(cfg.state_dir, backend, host_id=host_id, folder_ids=folder_ids(cfg))
+
+
+def folder_ids(cfg: Config) -> dict[str, str]:
+    """Each folder's root path and its id (a file's identity across hosts)."""
+    return {str(folder.path): folder.folder_id for folder in cfg.folders}
 
 
 def refuse_a_forgotten_journal(journal: Journal, cfg: Config) -> None:

@@ -661,6 +661,10 @@ class Journal:
 
     # -- a file's identity --------------------------------------------------------------------
 
+    def set_folder_ids(self, folder_ids: Mapping[str, str]) -> None:
+        """The folders' ids after a reload (new folders' files carry theirs from now on)."""
+        self._folder_ids = dict(folder_ids)
+
     def _file_row(self, entry: FileEntry, now: float) -> tuple[Any, ...]:
         return _file_row(self._file_ids(entry.path, entry.folder), entry, now)
 
