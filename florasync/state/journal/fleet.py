@@ -225,12 +225,14 @@ class Fleet:
         if self._clock() >= self._deadline:
             self._revalidate()
 
-    def _revalidate(self) -> None:
+    def _revalidate(self, *, beat: bool = False) -> None:
         """Heartbeat, then see which of our claims are still ours: a claim taken while our
-        heartbeat was stale is lost; the rest are safe for a lease from the heartbeat."""
+        heartbeat was stale is lost; the rest are safe for 0.8 lease from the heartbeat.
+        ``beat``: the heartbeat thread's turn; otherwise a worker whose trust ran out, which
+        returns at once when another thread renewed it meanwhile."""
         with self._beat_lock:
             sent = self._clock()
-            if sent < self._deadline:
+            if not beat and sent < self._deadline:
                 return  # another thread just did it
             self._beat()
             rows = self._conn().execute(
@@ -279,7 +281,7 @@ class Fleet:
         interval = max(0.5, self.lease_seconds / 4)
         while not self._stop.wait(interval):
             try:
-                self._revalidate()
+                self._revalidate(beat=True)
                 self._write_counts()
                 self._read_gate()
                 self._backend.keep_run_lock()

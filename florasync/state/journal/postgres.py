@@ -41,6 +41,16 @@ _KEEPALIVE: tuple[tuple[str, int], ...] = (
     ("tcp_user_timeout", 30000),
 )
 
+# libpq's side: a server that vanished (a network split) fails our statements within ~20 s
+# instead of hanging until the kernel gives up on the connection (minutes)
+_CLIENT_KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20000,
+}
+
 _MIGRATIONS: tuple[str, ...] = (
     # the SQLite journal's schema 3, in PostgreSQL's types: 64-bit integers, double precision
     # times, and paths in byte order (COLLATE "C": a directory's files are one range)
@@ -139,7 +149,10 @@ class PostgresBackend:
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             return psycopg.connect(
-                self._url.reveal(), autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                self._url.reveal(),
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                **_CLIENT_KEEPALIVE,
             )
         except psycopg.Error as exc:
             raise errors.JournalError(
