@@ -51,7 +51,8 @@ PAYMENT_PAUSE_SECONDS = 300.0
 MAX_DEFER_SECONDS = 900.0
 FAST_LANE = 2  # files a user just saved, per stage; a burst of saves queues in the watcher
 MAX_SIBLING_RETRIES = 2  # one-shot run: tries of a deferred file behind same-content siblings
-JOURNAL_RETRY_SECONDS = 5.0  # daemon: a file that met an unreachable journal is offered again
+JOURNAL_RETRY_SECONDS = 5.0  # daemon: the journal is tried again after this, then less often
+JOURNAL_RETRY_MAX_SECONDS = 60.0
 CLAIM_RETRY_SECONDS = 0.25  # fleet: first look again at a content another host holds...
 CLAIM_RETRY_MAX_SECONDS = 5.0  # ...then less often, up to this
 _POLL_SECONDS = 0.2
@@ -153,6 +154,9 @@ class Pipeline:
         self.fatal: errors.FlorasyncError | None = None
         self.broken: str | None = None  # set when a thread died: the run cannot finish
         self.journal_down: str | None = None  # why the journal cannot be used now (health)
+        self._journal_waiting: list[Item] = []  # files that met it; offered again once it is back
+        self._journal_probe = False  # a file is due to try the journal again
+        self._journal_delay = JOURNAL_RETRY_SECONDS
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -641,14 +645,21 @@ class Pipeline:
         self.journal_down = str(exc)
 
     def journal_back(self) -> None:
-        """The journal answered again."""
-        if self.journal_down is not None:
-            self.journal_down = None
-            log.info("the journal is back; files that waited go on")
+        """The journal answered again: the files that waited for it go on now."""
+        if self.journal_down is None:
+            return
+        self.journal_down = None
+        with self._mutex:
+            waiting, self._journal_waiting = self._journal_waiting, []
+            self._journal_delay = JOURNAL_RETRY_SECONDS
+        log.info("the journal is back; %d file(s) that waited go on", len(waiting))
+        for item in waiting:
+            self._offer_again(item)
 
     def _journal_unavailable(self, item: Item, exc: errors.JournalError) -> None:
-        """No request may leave without its intent in the journal, so the file waits: the
-        daemon offers it again shortly; a one-shot run counts it deferred (exit 1)."""
+        """No request may leave without its intent in the journal, so the file waits: in the
+        daemon one waiting file tries again after 5 s, then 10, 20... up to 60 s, and all go
+        on once the journal answers; a one-shot run counts it deferred (exit 1)."""
         self.journal_trouble(exc)
         if not self._retry_deferred or self._closing.is_set():
             result = Result(Outcome.DEFERRED, None, "journal_unavailable", str(exc))
@@ -656,7 +667,25 @@ class Pipeline:
             return
         self.progress.queued(-1, -item.stat.size)  # offered again: counted in again then
         self._finish_quietly()
-        self._timers.after(JOURNAL_RETRY_SECONDS, lambda: self._offer_again(item))
+        with self._mutex:
+            self._journal_waiting.append(item)
+            probe, self._journal_probe = not self._journal_probe, True
+            delay = self._journal_delay
+        if probe:  # one file tries again, with backoff; the rest follow when it gets through
+            self._timers.after(delay, self._probe_journal)
+
+    def _probe_journal(self) -> None:
+        with self._mutex:
+            self._journal_probe = False
+            if not self._journal_waiting:
+                return
+            if self.journal_down is None:  # back meanwhile: everything goes
+                waiting, self._journal_waiting = self._journal_waiting, []
+            else:
+                waiting = [self._journal_waiting.pop(0)]
+                self._journal_delay = min(JOURNAL_RETRY_MAX_SECONDS, self._journal_delay * 2)
+        for item in waiting:
+            self._offer_again(item)
 
     def _offer_again(self, item: Item) -> None:
         self.offer(item.path, item.folder, closed=item.fresh)
