@@ -18,6 +18,7 @@ from bench import (
     bulk,
     burst,
     cpu,
+    fleet,
     fresh,
     hashing,
     idle,
@@ -34,6 +35,7 @@ from bench.session import DEFAULT, FULL, QUICK, Scope, Session
 BENCHMARKS: dict[str, Callable[[Scope], Result]] = {
     "cpu": cpu.run,
     "bulk": bulk.run,
+    "fleet": fleet.run,
     "scale": scale.run,
     "rescan": rescan.run,
     "large": large.run,

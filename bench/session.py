@@ -41,6 +41,7 @@ class Sizes:
     idle_files: int
     idle_seconds: float
     memory_entries: tuple[int, ...]
+    fleet_files: int
     repeats: int
 
 
@@ -61,6 +62,7 @@ QUICK = Sizes(
     idle_files=5_000,
     idle_seconds=5.0,
     memory_entries=(10_000,),
+    fleet_files=120,
     repeats=2,
 )
 DEFAULT = Sizes(
@@ -80,6 +82,7 @@ DEFAULT = Sizes(
     idle_files=50_000,
     idle_seconds=60.0,
     memory_entries=(100_000, 1_000_000),
+    fleet_files=1_000,
     repeats=3,
 )
 FULL = replace(DEFAULT, mode="full", rescan_files=(20_000, 100_000))
