@@ -98,7 +98,7 @@ class _Claiming(Transfer):
     """A transfer run as the pipeline runs it: under the content's claim (a fleet's journal)."""
 
     def run(self, job: Job) -> Result:
-        self._journal.claim(self.workspace_id, job.digest)
+        self._journal.claim(self.workspace_id, job.digest, job.project_id)
         try:
             return super().run(job)
         finally:

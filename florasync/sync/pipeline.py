@@ -437,7 +437,7 @@ class Pipeline:
             with self._content_lock(job.digest) as shared:
                 try:
                     # a fleet: one host a content at a time (free on SQLite)
-                    self._journal.claim(self.workspace_id, job.digest)
+                    self._journal.claim(self.workspace_id, job.digest, job.project_id)
                     try:
                         result = self._transfer_for().run(job)
                     finally:

@@ -95,6 +95,7 @@ class Fleet:
         self.on_gate: Callable[[float], None] | None = None
         self.on_fatal: Callable[[str], None] | None = None
         self.trouble: str | None = None  # why the last heartbeat failed (health, status)
+        self.peers = 0  # other hosts alive at the last heartbeat (0: this host works alone)
         self._counts: dict[str, int] = {}  # outcomes not yet added to this host's row
 
     # -- membership ---------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class Fleet:
         """Say this host is alive and drop the claims a previous process of this host left
         (the run lock proves that process is gone); start the heartbeat and the listener."""
         self._beat()
+        self._count_peers()
         released = self._conn().execute(
             "UPDATE claims SET held = false WHERE host_id = ? AND held", (self.host_id,)
         )
@@ -253,6 +255,18 @@ class Fleet:
             (self.host_id, os.getpid(), socket.gethostname(), __version__, self.lease_seconds),
         )
 
+    def _count_peers(self) -> None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT count(*) FROM hosts WHERE host_id != ? AND stopped_at IS NULL"
+                f" AND heartbeat_at > {NOW} - lease_seconds",
+                (self.host_id,),
+            )
+            .fetchone()
+        )
+        self.peers = int(row[0]) if row else 0
+
     def note(self, outcome: str) -> None:
         """Count a file's outcome for this host's row (``status`` shows how work was spread);
         written with the next heartbeat."""
@@ -282,6 +296,7 @@ class Fleet:
         while not self._stop.wait(interval):
             try:
                 self._revalidate(beat=True)
+                self._count_peers()
                 self._write_counts()
                 self._read_gate()
                 self._backend.keep_run_lock()

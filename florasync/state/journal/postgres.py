@@ -152,6 +152,7 @@ class PostgresBackend:
                 self._url.reveal(),
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                options="-c synchronous_commit=off",  # durable batches turn it on (``begin``)
                 **_CLIENT_KEEPALIVE,
             )
         except psycopg.Error as exc:
@@ -161,10 +162,10 @@ class PostgresBackend:
             ) from None
 
     def begin(self, conn: Conn, *, durable: bool) -> None:
-        conn.execute("BEGIN")
+        # sessions commit without waiting for the disk (a result: like SQLite's NORMAL, a crash
+        # of the server may lose it); a batch holding an intent waits (one round trip either way)
+        conn.execute("BEGIN; SET LOCAL synchronous_commit = on" if durable else "BEGIN")
         conn.fenced = set()  # the claims checked in this transaction (``fleet.Fleet.fence``)
-        if not durable:  # a result: like SQLite's NORMAL, a crash of the server may lose it
-            conn.execute("SET LOCAL synchronous_commit = off")
 
     def migrate(self, run: Callable[[Callable[[Conn], None]], None], read: Conn) -> None:
         def migrate(conn: Conn) -> None:
@@ -282,8 +283,8 @@ class _PgConn:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if sql.startswith("ROLLBACK"):
             self.fenced = set()
-        try:
-            return self._usable().execute(_placeholders(sql), params)
+        try:  # no parameters: the simple protocol, which takes several statements at once
+            return self._usable().execute(_placeholders(sql), params or None)
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc) from None
 

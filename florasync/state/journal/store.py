@@ -228,6 +228,24 @@ class Journal:
         )
         return _asset_from_row(row) if row else None
 
+    def _asset_and_link(self, link: LinkRecord) -> tuple[AssetRecord | None, LinkRecord | None]:
+        """A content's asset row and its link row in one project, in one query."""
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {_ASSET_COLS_A}, {_LINK_COLS_L} FROM assets a LEFT JOIN links l"
+                " ON l.workspace_id = a.workspace_id AND l.digest = a.digest AND l.project_id = ?"
+                " WHERE a.workspace_id = ? AND a.digest = ?",
+                (link.project_id, link.workspace_id, link.digest),
+            )
+            .fetchone()
+        )
+        if row is None:  # no asset row: no link row either (they are inserted together)
+            return None, self.link(link.workspace_id, link.digest, link.project_id)
+        asset = _asset_from_row(row[:_ASSET_WIDTH])
+        stored = row[_ASSET_WIDTH:]
+        return asset, _link_from_row(stored) if stored[0] is not None else None
+
     def link(self, workspace_id: str, digest: str, project_id: str) -> LinkRecord | None:
         row = (
             self._conn()
@@ -250,8 +268,7 @@ class Journal:
         nobody else writes these rows meanwhile; ON CONFLICT DO NOTHING keeps a row that exists.
         """
         self.flush()  # this thread's earlier writes must be visible to the reads
-        stored_asset = self.asset(asset.workspace_id, asset.digest)
-        stored_link = self.link(link.workspace_id, link.digest, link.project_id)
+        stored_asset, stored_link = self._asset_and_link(link)
         now = time.time()
 
         def insert(conn: Conn) -> None:
@@ -335,11 +352,18 @@ class Journal:
 
     # -- claims (a fleet: issue 14; free without one) ------------------------------------------
 
-    def claim(self, workspace_id: str, digest: str) -> None:
+    def claim(self, workspace_id: str, digest: str, project_id: str) -> None:
         """Claim the content for this host before its first request (ClaimedElsewhereError:
-        a live host holds it). Every write of its rows checks the claim until ``release``."""
-        if self.fleet is not None:
-            self.fleet.claim(workspace_id, digest)
+        a live host holds it). Every write of its rows checks the claim until ``release``.
+        Nothing is claimed when another host already brought it into ``project_id`` (the
+        attachment is never undone): the job finds it attached and sends nothing."""
+        if self.fleet is None:
+            return
+        if self.fleet.peers and project_id:  # alone, no host is doing it now: just claim
+            link = self.link(workspace_id, digest, project_id)
+            if link is not None and link.state == LinkState.ATTACHED:
+                return
+        self.fleet.claim(workspace_id, digest)
 
     def check_claim(self, workspace_id: str, digest: str) -> None:
         """Before a request: the claim is still this host's (LeaseLostError if not)."""
@@ -708,6 +732,9 @@ _LINK_COLS = (
     "workspace_id, digest, project_id, state, generation, attach_key, node_id, attempts,"
     " error_code, error_message, error_at"
 )
+_ASSET_WIDTH = len(_ASSET_COLS.split(","))
+_ASSET_COLS_A = ", ".join(f"a.{c.strip()}" for c in _ASSET_COLS.split(","))
+_LINK_COLS_L = ", ".join(f"l.{c.strip()}" for c in _LINK_COLS.split(","))
 # the project filter is in the join condition: the probe of links is for the scanned project only,
 # and a file mapped to another project is never attached here (whatever its own link says)
 _KNOWN_FILES = (

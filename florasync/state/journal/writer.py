@@ -1,8 +1,9 @@
 """The journal's one writing thread, and what a backend must give it (a database, any kind).
 
-Owns write batching (group commit), the SAVEPOINT around each write, handing results and errors
-back to the thread that asked, and the ``Backend`` protocol: how to connect, begin a batch
-(durably or not) and migrate. SQL of the queries is ``store``'s; dialects are the backends'.
+Owns write batching (group commit), the SAVEPOINT around each write of a batch of several,
+handing results and errors back to the thread that asked, and the ``Backend`` protocol: how to
+connect, begin a batch (durably or not) and migrate. SQL of the queries is ``store``'s;
+dialects are the backends'.
 """
 
 from __future__ import annotations
@@ -161,9 +162,12 @@ class Writer:
         """Commit ``batch``; False when the transaction failed (nothing of it is stored)."""
         try:
             self._backend.begin(conn, durable=any(op.durable for op in batch))
-            for op in batch:
-                _run_op(conn, op)
-            conn.execute("COMMIT")
+            if len(batch) == 1:  # no neighbour to protect: no SAVEPOINT (two round trips)
+                conn.execute("COMMIT" if _run_alone(conn, batch[0]) else "ROLLBACK")
+            else:
+                for op in batch:
+                    _run_op(conn, op)
+                conn.execute("COMMIT")
         except (self._backend.error, errors.JournalError) as exc:  # the database went away
             _rollback(conn, self._backend.error)
             self._fail(batch, exc)
@@ -185,6 +189,16 @@ class Writer:
                 log.info("journal write dropped: %s", op.error)
             elif op.error is not None:  # nobody waits to hear it: say it here
                 log.error("journal write failed: %s", op.error)
+
+
+def _run_alone(conn: Conn, op: Op[Any]) -> bool:
+    """Run the batch's only write; False when it raised (its error is handed back)."""
+    try:
+        op.result = op.fn(conn)
+    except BaseException as exc:  # noqa: BLE001 -- handed back to the thread that asked
+        op.error = exc
+        return False
+    return True
 
 
 def _run_op(conn: Conn, op: Op[Any]) -> None:
