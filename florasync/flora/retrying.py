@@ -65,6 +65,9 @@ def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
     return isinstance(exc, errors.TransientError) and idempotent
 
 
+ANNOUNCE_SLACK_SECONDS = 0.5  # a window extended by less than this is not news to the fleet
+
+
 class RateGate:
     """A monotonic deadline shared by all workers; no request is sent before it.
 
@@ -78,17 +81,21 @@ class RateGate:
         self.closures = 0  # how many times a 429 closed (or extended) the gate
         # told of every 429 seen here: a fleet shares the key, so it closes every host's gate
         self.on_close: Callable[[float], object] | None = None
+        self._announced = 0.0  # the end of the last window told to ``on_close``
 
     def close_for(self, seconds: float, *, announce: bool = True) -> None:
         """Close the gate for ``seconds`` from now, unless it is already closed for longer;
         ``announce``: a 429 seen here (``on_close`` hears of it), not one heard of."""
         with self._lock:
             until = self._clock() + seconds
-            extended = until > self._until
-            if extended:
+            if until > self._until:
                 self._until = until
                 self.closures += 1
-        if extended and announce and self.on_close is not None:
+            # one 429 reaches here twice (the transport, then the retrier): tell others once
+            news = announce and until > self._announced + ANNOUNCE_SLACK_SECONDS
+            if news:
+                self._announced = until
+        if news and self.on_close is not None:
             self.on_close(seconds)
 
     def remaining(self) -> float:

@@ -354,7 +354,7 @@ class Fleet:
                 while not self._stop.is_set():
                     for note in conn.notifies(timeout=0.5):
                         self._heard(note.payload)
-            except self._backend.error:
+            except (errors.JournalError, self._backend.error):  # the database went away
                 self._stop.wait(_RECONNECT_SECONDS)
             finally:
                 with contextlib.suppress(Exception):

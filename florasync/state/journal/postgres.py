@@ -279,14 +279,32 @@ class _PgConn:
         self._connect = connect
         self.raw = connect()
         self.fenced: set[tuple[str, int]] = set()
+        self._in_transaction = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if sql.startswith("ROLLBACK"):
             self.fenced = set()
-        try:  # no parameters: the simple protocol, which takes several statements at once
-            return self._usable().execute(_placeholders(sql), params or None)
+        try:
+            cursor = self._run(sql, params)
         except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from None
+            if self._in_transaction or not self.raw.broken:
+                self._in_transaction = False
+                raise self._unavailable(exc) from None
+            # outside a transaction, a connection the server dropped since (it restarted)
+            # fails its next statement before running it: once more on a new connection
+            try:
+                cursor = self._run(sql, params)
+            except psycopg.OperationalError as again:
+                raise self._unavailable(again) from None
+        if sql.startswith("BEGIN"):
+            self._in_transaction = True
+        elif sql.startswith(("COMMIT", "ROLLBACK")) and not sql.startswith("ROLLBACK TO"):
+            self._in_transaction = False
+        return cursor
+
+    def _run(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+        # no parameters: the simple protocol, which takes several statements at once
+        return self._usable().execute(_placeholders(sql), params or None)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         try:
