@@ -343,3 +343,32 @@ def test_one_project_name_is_read_by_its_key(j: Journal) -> None:
     assert j.project_name(WS, "Spring") == ProjectName("Spring", "prj_spring", "key-1", 2)
     assert j.project_name(WS, "spring") is None
     assert j.project_name("ws_other", "Spring") is None
+
+
+def test_a_schema_3_journal_keeps_its_stat_cache_and_retry_requests(tmp_path: Path) -> None:
+    """A journal written before fleet mode (schema 3) opens as schema 4 with every file of its
+    stat cache and every retry request kept, now this host's (host_id "")."""
+    state = tmp_path / "state"
+    state.mkdir()
+    conn = sqlite3.connect(state / sqlite.DB_NAME)
+    for script in sqlite._MIGRATIONS[:3]:
+        conn.executescript(script)
+    conn.execute(
+        "INSERT INTO files VALUES ('/w/a.png', '/w', 'prj_1', '/w', 'a.png', 1, 2, 3, 4, 5,"
+        " 'd1', NULL, NULL, NULL, 1.0)"
+    )
+    conn.execute("INSERT INTO retry_requests VALUES ('/w/b.png', 2.0)")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    journal = Journal.open(state)
+    try:
+        cached = journal.cached_file("ws_1", "/w/a.png")
+        assert cached is not None
+        assert cached.stat == FileStat(1, 2, 3, 4, 5)
+        assert cached.digest == "d1"
+        assert journal.take_retry_requests() == ["/w/b.png"]
+        version = journal._conn().execute("PRAGMA user_version").fetchone()[0]
+        assert version == len(sqlite._MIGRATIONS)
+    finally:
+        journal.close()
