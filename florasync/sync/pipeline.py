@@ -365,6 +365,8 @@ class Pipeline:
                 self._resettle(item)
                 return
             digest = content.digest
+        if self._done_elsewhere(item, project_id, stat, digest):
+            return
         job = Job(
             item.path,
             str(item.folder.path),
@@ -378,6 +380,18 @@ class Pipeline:
         entry = (replace(item, stat=stat, digest=digest, classified=True), job)
         if not self._put(self._job_q, entry, fast=item.fresh):
             self._finish_quietly()
+
+    def _done_elsewhere(self, item: Item, project_id: str, stat: FileStat, digest: str) -> bool:
+        """A fleet: another host already brought this content into the project; note the file
+        here (this host's stat cache) and count it unchanged, without a worker."""
+        if after_upload.wants_action(item.folder) or not self._journal.done_by_another_host(
+            self.workspace_id, digest, project_id
+        ):
+            return False
+        folder = str(item.folder.path)
+        self._journal.note_file(FileEntry(item.path, folder, project_id, stat, digest))
+        self._finish(item, Outcome.UNCHANGED, None)
+        return True
 
     # -- network workers ----------------------------------------------------------------------
 

@@ -352,18 +352,27 @@ class Journal:
 
     # -- claims (a fleet: issue 14; free without one) ------------------------------------------
 
+    def done_by_another_host(self, workspace_id: str, digest: str, project_id: str) -> bool:
+        """Whether, with other hosts at work, the content is already attached to ``project_id``
+        (one of them brought it in): this host only notes the file. False without a fleet."""
+        if self.fleet is None or not self.fleet.peers or not project_id:
+            return False
+        link = self.link(workspace_id, digest, project_id)
+        return link is not None and link.state == LinkState.ATTACHED
+
+    def note_file(self, entry: FileEntry) -> None:
+        """Store what is known of one path without waiting (it commits with the next batch)."""
+        self._submit(lambda c: c.execute(_UPSERT_FILE, self._file_row(entry, time.time())))
+
     def claim(self, workspace_id: str, digest: str, project_id: str) -> None:
         """Claim the content for this host before its first request (ClaimedElsewhereError:
         a live host holds it). Every write of its rows checks the claim until ``release``.
         Nothing is claimed when another host already brought it into ``project_id`` (the
         attachment is never undone): the job finds it attached and sends nothing."""
-        if self.fleet is None:
-            return
-        if self.fleet.peers and project_id:  # alone, no host is doing it now: just claim
-            link = self.link(workspace_id, digest, project_id)
-            if link is not None and link.state == LinkState.ATTACHED:
-                return
-        self.fleet.claim(workspace_id, digest)
+        if self.fleet is not None and not self.done_by_another_host(
+            workspace_id, digest, project_id
+        ):
+            self.fleet.claim(workspace_id, digest)
 
     def check_claim(self, workspace_id: str, digest: str) -> None:
         """Before a request: the claim is still this host's (LeaseLostError if not)."""
@@ -395,6 +404,11 @@ class Journal:
             return fn(conn)
 
         return fenced
+
+    def mark_removed(self, link: LinkRecord) -> None:
+        """A tombstone: the node of this attachment was removed in FLORA (``verify`` saw it);
+        it is not attached again until ``retry PATH``."""
+        self._save(lifecycle.removed_in_flora(link), durable=True, fenced=False)
 
     # -- projects by name ---------------------------------------------------------------------
 
@@ -461,14 +475,16 @@ class Journal:
     # -- status and retry ---------------------------------------------------------------------
 
     def file_counts(self, workspace_id: str) -> list[tuple[str, str, str, int]]:
-        """(folder, project_id, state, count) with state one of synced, pending, failed and
-        skipped (refused by the folder's policy: a symlink leading outside, a loop)."""
+        """(folder, project_id, state, count) with state one of synced, pending, failed,
+        skipped (refused by the folder's policy: a symlink leading outside, a loop) and removed
+        (its node was removed in FLORA: a tombstone, issue 15)."""
         policy = sorted(admission.POLICY_CODES)
         rows = self._conn().execute(
             "SELECT f.folder, f.project_id, CASE"
             f" WHEN f.problem_code IN ({', '.join('?' * len(policy))}) THEN 'skipped'"
             " WHEN f.problem_code IS NOT NULL THEN 'failed'"
             " WHEN l.state = 'attached' THEN 'synced'"
+            " WHEN l.state = 'removed_in_flora' THEN 'removed'"
             " WHEN l.state = 'failed' OR a.state = 'failed' THEN 'failed'"
             " ELSE 'pending' END AS st, count(*) FROM files f"
             " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
@@ -644,15 +660,18 @@ class Journal:
         self, workspace_id: str, paths: list[str] | None
     ) -> list[tuple[str, str | None, str]]:
         """Failed files; a refusal that is the folder's policy (an escaping symlink) is not a
-        failure to retry: putting it back would only ask to upload what must not leave."""
+        failure to retry: putting it back would only ask to upload what must not leave. A
+        tombstone (removed in FLORA) is put back only when its path is named: a deletion is
+        respected unless the user asks for that file."""
         rows = (
             self._conn()
             .execute(
-                "SELECT f.path, f.digest, f.project_id, f.problem_code FROM files f"
+                "SELECT f.path, f.digest, f.project_id, f.problem_code, l.state FROM files f"
                 " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
                 " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
                 " AND l.project_id = f.project_id WHERE f.host_id = ? AND"
-                " (f.problem_code IS NOT NULL OR a.state = 'failed' OR l.state = 'failed')",
+                " (f.problem_code IS NOT NULL OR a.state = 'failed'"
+                " OR l.state IN ('failed', 'removed_in_flora'))",
                 (workspace_id, workspace_id, self.host_id),
             )
             .fetchall()
@@ -661,7 +680,9 @@ class Journal:
         return [
             (r[0], r[1], r[2])
             for r in rows
-            if (wanted is None or r[0] in wanted) and r[3] not in admission.POLICY_CODES
+            if (wanted is None or r[0] in wanted)
+            and r[3] not in admission.POLICY_CODES
+            and (wanted is not None or r[4] != LinkState.REMOVED)
         ]
 
     def _reset_one(self, workspace_id: str, path: str, digest: str | None, project_id: str) -> None:
@@ -680,7 +701,7 @@ class Journal:
         if asset is not None and asset.state == AssetState.FAILED:
             self._save(lifecycle.reset_asset(asset), durable=True, fenced=False)
         link = self.link(workspace_id, digest, project_id)
-        if link is not None and link.state == LinkState.FAILED:
+        if link is not None and link.state in (LinkState.FAILED, LinkState.REMOVED):
             self._save(lifecycle.reset_link(link), durable=True, fenced=False)
 
     # -- a file's identity --------------------------------------------------------------------
@@ -741,7 +762,8 @@ _KNOWN_FILES = (
     "SELECT f.name, f.digest, f.problem_code IS NOT NULL, l.state IS NOT NULL, f.dev, f.ino,"
     " f.size_bytes, f.mtime_ns, f.ctime_ns FROM files f LEFT JOIN links l"
     " ON f.project_id = ? AND l.workspace_id = ? AND l.digest = f.digest"
-    " AND l.project_id = ? AND l.state = 'attached' WHERE f.host_id = ? AND "
+    " AND l.project_id = ? AND l.state IN ('attached', 'removed_in_flora')"
+    " WHERE f.host_id = ? AND "
 )
 _FILE_COLS = (
     "host_id, path, folder_id, relpath, folder, project_id, dir, name, dev, ino, size_bytes,"
