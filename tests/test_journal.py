@@ -372,3 +372,34 @@ def test_a_schema_3_journal_keeps_its_stat_cache_and_retry_requests(tmp_path: Pa
         assert version == len(sqlite._MIGRATIONS)
     finally:
         journal.close()
+
+
+def test_a_tombstone_is_respected_until_its_path_is_retried(j: Journal) -> None:
+    """A link whose node was removed in FLORA (issue 15) counts as removed, reads as unchanged
+    to a rescan, is left alone by a plain ``retry``, and ``retry PATH`` puts it back under a new
+    attach key."""
+    digest = "e" * 64
+    stat = FileStat(1, 2, 3, 4, 5)
+    j.record_file(FileEntry("/w/t.png", "/w", "prj_1", stat, digest))
+    j.record(replace(_asset(digest), state=AssetState.READY, asset_id="asset_t"))
+    attached = LinkRecord(
+        WS, digest, "prj_1", LinkState.ATTACHED, attach_key="k0", node_id="node_1"
+    )
+    j.record(attached)
+    j.flush()
+    j.mark_removed(attached)
+    counts = {state: n for _, _, state, n in j.file_counts(WS)}
+    assert counts == {"removed": 1}
+    known = j.known_file(WS, "/w/t.png", "prj_1")
+    assert known is not None
+    assert known[3] == 1  # a rescan does not offer it again
+    assert j.reset_failed(WS, None) == []
+    assert j.reset_failed(WS, ["/w/t.png"]) == ["/w/t.png"]
+    link = j.link(WS, digest, "prj_1")
+    assert link is not None
+    assert (link.state, link.generation, link.attach_key, link.node_id) == (
+        LinkState.PENDING,
+        1,
+        None,
+        None,
+    )

@@ -156,6 +156,7 @@ def _folder_row(path: str, project_id: str | None, *, configured: bool = True) -
         "pending": 0,
         "failed": 0,
         "skipped": 0,
+        "removed": 0,
     }
 
 
@@ -240,7 +241,9 @@ def _age(seconds: float | None) -> str:
 
 
 def _skipped(folder: dict[str, Any]) -> str:
-    return f", {folder['skipped']} skipped" if folder["skipped"] else ""
+    skipped = f", {folder['skipped']} skipped" if folder["skipped"] else ""
+    removed = f", {folder['removed']} removed in FLORA" if folder["removed"] else ""
+    return skipped + removed
 
 
 def _counts(counts: dict[str, int]) -> str:

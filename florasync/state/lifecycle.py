@@ -42,6 +42,9 @@ class LinkState(StrEnum):
     ATTACHING = "attaching"  # Idempotency-Key journaled; attach may be on its way
     ATTACHED = "attached"
     FAILED = "failed"
+    # a tombstone (issue 15): someone removed the node in FLORA after florasync attached it;
+    # deletions are respected, so it is not attached again until ``florasync retry PATH``
+    REMOVED = "removed_in_flora"
 
 
 class Step(StrEnum):
@@ -138,7 +141,7 @@ def next_link_step(link: LinkRecord) -> Step:
         return Step.ATTACH
     if link.state == LinkState.ATTACHING:
         return Step.VERIFY_ATTACH  # a crash may have hidden a landed attach (Q7)
-    if link.state == LinkState.ATTACHED:
+    if link.state in (LinkState.ATTACHED, LinkState.REMOVED):
         return Step.DONE
     return Step.GIVE_UP
 
@@ -328,12 +331,28 @@ def link_transient(
     return replace(link, attempts=link.attempts + 1, error=Failure(code, message, now))
 
 
+def removed_in_flora(link: LinkRecord) -> LinkRecord:
+    """The node florasync attached is gone from the project (``verify`` saw it): a tombstone,
+    so the attachment is not made again unless the user asks (``retry PATH``)."""
+    if link.state != LinkState.ATTACHED:
+        return link
+    return replace(link, state=LinkState.REMOVED)
+
+
 def reset_link(link: LinkRecord) -> LinkRecord:
     """``florasync retry``: a failed attachment is attempted again, under a new key.
 
     The old key was answered with a final refusal, and a FLORA that replays stored answers
     would give that refusal again forever (CONTRACT §5): a new generation is a new request.
     """
+    if link.state == LinkState.REMOVED:  # a deletion in FLORA the user wants undone
+        return replace(
+            link,
+            state=LinkState.PENDING,
+            generation=link.generation + 1,
+            attach_key=None,
+            node_id=None,
+        )
     if link.state != LinkState.FAILED:
         return link
     # an attach that went out may have landed behind an unreadable answer: look first (Q7)

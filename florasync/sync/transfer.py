@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_STEPS = 60  # a job that needs more steps than this is looping on a misbehaving server
+_REMOVED = "removed from its project in FLORA; `florasync retry PATH` attaches it again"
 
 
 class Outcome(StrEnum):
@@ -115,8 +116,8 @@ class Transfer:
     def _run(self, job: Job) -> Result:
         entry = FileEntry(job.path, job.folder, job.project_id, job.stat, job.digest)
         asset, link = self._journal.ensure(self._new_asset(job), self._new_link(job), entry)
-        if link.state == LinkState.ATTACHED:
-            return Result(Outcome.UNCHANGED, asset.asset_id)
+        if link.state in (LinkState.ATTACHED, LinkState.REMOVED):
+            return _settled(link, asset.asset_id)
         fresh = asset.state != AssetState.READY
         try:
             asset = self._drive_asset(asset, job)
@@ -417,6 +418,13 @@ class Transfer:
         return LinkRecord(
             workspace_id=self.workspace_id, digest=job.digest, project_id=job.project_id
         )
+
+
+def _settled(link: LinkRecord, asset_id: str | None) -> Result:
+    """Nothing to do: attached, or removed in FLORA (deletions are respected, issue 15)."""
+    if link.state == LinkState.REMOVED:
+        return Result(Outcome.SKIPPED, asset_id, "removed_in_flora", _REMOVED)
+    return Result(Outcome.UNCHANGED, asset_id)
 
 
 def _asset_id(rec: AssetRecord) -> str:
