@@ -1,17 +1,19 @@
-"""The control surface for tests and users: ``POST /_sandbox/faults``, ``GET /_sandbox/state``.
+"""The control surface for tests and users: faults, state, and drift made as FLORA's UI would.
 
-Owns the shape of ``state()`` (docs/design.md) and how a JSON document changes the faults:
-``{"reset": true}`` first, then ``{"fail_next": {...} or [...]}``, then any fault fields.
+Owns the shape of ``state()`` (docs/design.md), how a JSON document changes the faults
+(``POST /_sandbox/faults``: ``{"reset": true}`` first, then ``{"fail_next": {...} or [...]}``,
+then any fault fields), and the drift endpoints (``CONTROLS``): remove a node or an asset,
+fail an asset, add an asset made elsewhere, each answering 404 for an unknown id.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from florasync.sandbox import assets, shapes
+from florasync.sandbox import assets, drift, shapes
 from florasync.sandbox.context import Context
 from florasync.sandbox.faults import Faults
 from florasync.sandbox.replies import Reply, error_reply
@@ -20,6 +22,16 @@ from florasync.sandbox.traffic import Traffic
 
 FAULTS_PATH = "/_sandbox/faults"
 STATE_PATH = "/_sandbox/state"
+MAX_BODY_BYTES = 64 << 20
+"""The largest control body (``add_asset`` carries the asset's bytes)."""
+
+CONTROLS: dict[str, str] = {
+    "remove_node": 'POST /_sandbox/remove_node {"project_id", "node_id"}: a node deleted',
+    "remove_asset": 'POST /_sandbox/remove_asset {"asset_id"}: an asset and its nodes deleted',
+    "fail_asset": 'POST /_sandbox/fail_asset {"asset_id", "message"?}: processing failed',
+    "add_asset": "POST /_sandbox/add_asset?name=N[&project_id=P][&content_type=T], body = bytes",
+}
+"""The drift controls (what FLORA's UI and other tools do), as ``describe()`` lists them."""
 
 
 def handle(
@@ -40,6 +52,9 @@ def handle(
         except (ValueError, TypeError) as exc:
             return error_reply(400, "input_validation_error", str(exc))
         return Reply(200, ctx.faults.to_dict())
+    name = path.removeprefix("/_sandbox/")
+    if method == "POST" and name in _DRIFT:
+        return _drift(_DRIFT[name], ctx, query, body)
     return error_reply(404)
 
 
@@ -65,6 +80,87 @@ def apply_faults(faults: Faults, doc: Any) -> None:
         faults.fail_next(options.pop("route"), **options)
     if fields:
         faults.update(**fields)
+
+
+def _drift(
+    endpoint: Callable[[Context, Mapping[str, str], bytes], Reply],
+    ctx: Context,
+    query: Mapping[str, str],
+    body: bytes,
+) -> Reply:
+    """Run a drift control; an unknown id answers 404, a bad document 400."""
+    try:
+        return endpoint(ctx, query, body)
+    except LookupError as exc:
+        return error_reply(404, message=str(exc.args[0]) if exc.args else None)
+    except (ValueError, TypeError) as exc:
+        return error_reply(400, "input_validation_error", str(exc))
+
+
+def _remove_node(ctx: Context, query: Mapping[str, str], body: bytes) -> Reply:
+    doc = _strings(body, "project_id", "node_id")
+    drift.remove_node(ctx, doc["project_id"], doc["node_id"])
+    return Reply(200, {"removed": doc["node_id"]})
+
+
+def _remove_asset(ctx: Context, query: Mapping[str, str], body: bytes) -> Reply:
+    asset_id = _strings(body, "asset_id")["asset_id"]
+    drift.remove_asset(ctx, asset_id)
+    return Reply(200, {"removed": asset_id})
+
+
+def _fail_asset(ctx: Context, query: Mapping[str, str], body: bytes) -> Reply:
+    doc = _strings(body, "asset_id", optional=("message",))
+    drift.fail_asset(ctx, doc["asset_id"], doc.get("message") or drift.FAILED_MESSAGE)
+    with ctx.store.lock:
+        return Reply(200, _asset_state(ctx.store.assets[doc["asset_id"]]))
+
+
+def _add_asset(ctx: Context, query: Mapping[str, str], body: bytes) -> Reply:
+    name = query.get("name")
+    if not name:
+        raise ValueError("name: the query parameter is required")
+    asset, node = drift.add_asset(
+        ctx,
+        name,
+        body,
+        project_id=query.get("project_id"),
+        content_type=query.get("content_type"),
+    )
+    with ctx.store.lock:
+        doc = _asset_state(asset)
+    node_id = node.node_id if node is not None else None
+    return Reply(201, {**doc, "url": ctx.file_url(asset), "node_id": node_id})
+
+
+_DRIFT: dict[str, Callable[[Context, Mapping[str, str], bytes], Reply]] = {
+    "remove_node": _remove_node,
+    "remove_asset": _remove_asset,
+    "fail_asset": _fail_asset,
+    "add_asset": _add_asset,
+}
+
+
+def _strings(body: bytes, *required: str, optional: tuple[str, ...] = ()) -> dict[str, str]:
+    """The string fields of a JSON control document.
+
+    Raises:
+        ValueError: it is not JSON, or a field is unknown.
+        TypeError: it is not an object, or a required field is missing or not a string.
+    """
+    doc = json.loads(body or b"{}")
+    if not isinstance(doc, dict):
+        raise TypeError("expected a JSON object")
+    unknown = sorted(set(doc) - set(required) - set(optional))
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)}")
+    for name in required:
+        if not isinstance(doc.get(name), str):
+            raise TypeError(f"{name}: required, a string")
+    for name in optional:
+        if name in doc and not isinstance(doc[name], str):
+            raise TypeError(f"{name}: must be a string")
+    return doc
 
 
 def state(ctx: Context, traffic: Traffic, *, requests: bool = True) -> dict[str, Any]:

@@ -22,6 +22,8 @@ MB = 1_000_000
 GIB = 1 << 30
 
 UPLOAD_ROUTE = "POST /upload"
+FILES_ROUTE = "GET /files"
+"""The file server of ready assets' ``url`` (HEAD too); ``drop="after"`` cuts the body halfway."""
 API_ROUTES = (
     "GET /workspaces",
     "GET /projects",
@@ -36,6 +38,9 @@ API_ROUTES = (
     "POST /assets/{id}/retry",
 )
 """Route names as they appear in ``fail_next`` and in the request log."""
+
+OTHER_ROUTES = (UPLOAD_ROUTE, FILES_ROUTE)
+"""Routes outside the API: ``fail_next`` takes them by name; ``"*"`` does not cover them."""
 
 _N = TypeVar("_N", int, float)
 
@@ -214,7 +219,9 @@ class Faults:
         ``drop="before"`` closes the connection without running the handler; ``"after"`` runs
         it (side effects happen) and closes without answering. ``malformed`` (one of
         ``MALFORMED_KINDS``, API routes only) runs it and sends a malformed answer in place of
-        a 2xx one. Without ``status``, ``drop`` or ``malformed`` the requests get a 500.
+        a 2xx one. Without ``status``, ``drop`` or ``malformed`` the requests get a 500. On
+        ``FILES_ROUTE`` (an asset's ``url``), ``drop="after"`` sends the headers and half the
+        bytes, then closes the connection.
 
         Raises:
             ValueError: unknown route, more than one of ``status``, ``drop`` and ``malformed``,
@@ -419,7 +426,7 @@ def _scripted(
     drop: str | None,
     malformed: str | None,
 ) -> ScriptedFault:
-    if route != ANY_API_ROUTE and route not in API_ROUTES and route != UPLOAD_ROUTE:
+    if route != ANY_API_ROUTE and route not in API_ROUTES and route not in OTHER_ROUTES:
         raise ValueError(f"fail_next: unknown route {route!r}")
     if sum(v is not None for v in (status, drop, malformed)) > 1:
         raise ValueError("fail_next: give only one of status, drop and malformed")
@@ -442,8 +449,8 @@ def _check_malformed(route: str, malformed: str | None) -> None:
         return
     if malformed not in MALFORMED_KINDS:
         raise ValueError(f"fail_next: malformed must be one of {', '.join(MALFORMED_KINDS)}")
-    if route == UPLOAD_ROUTE:
-        raise ValueError("fail_next: malformed answers are for API routes, not the upload target")
+    if route in OTHER_ROUTES:
+        raise ValueError(f"fail_next: malformed answers are for API routes, not {route}")
 
 
 def _plain(value: Any) -> Any:

@@ -9,6 +9,7 @@ answers.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import itertools
 import json
@@ -19,12 +20,11 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
-from typing import Any, Protocol, cast
-from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+from typing import Any, BinaryIO, Protocol, cast
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from florasync import __version__
-from florasync.sandbox import assets, control, shapes
+from florasync.sandbox import control, files
 from florasync.sandbox.context import (
     API_PREFIX,
     CONTROL_PREFIX,
@@ -56,6 +56,7 @@ class App:
     dispatcher: Dispatcher
     upload: UploadTarget
     stop: threading.Event
+    file_server: files.FileServer
 
 
 class _AppServer(Protocol):
@@ -125,7 +126,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._app.upload.handle(self._upload_request(arrived), body)
         if url.path.startswith(FILES_PREFIX) and self.command in ("GET", "HEAD"):
             body.drain()
-            return self._send_file(url.path)
+            return self._send_file(self._app.file_server.handle(self._file_request(url, arrived)))
         if url.path == API_PREFIX or url.path.startswith(API_PREFIX + "/"):
             return self._api(url, arrived, body)
         body.drain()
@@ -164,8 +165,21 @@ class Handler(BaseHTTPRequestHandler):
             connection=self.connection_number,
         )
 
+    def _file_request(self, url: SplitResult, arrived: float) -> files.FileRequest:
+        return files.FileRequest(
+            method=self.command,
+            path=url.path,
+            arrived=arrived,
+            flora_headers=tuple(h for h in files.FLORA_HEADERS if h in self.headers),
+            connection=self.connection_number,
+        )
+
     def _control(self, url: SplitResult, body: BodyReader) -> Outcome:
-        data = body.read_all(MAX_JSON_BODY)
+        try:
+            data = body.read_all(control.MAX_BODY_BYTES)
+        except BodyTooLarge:
+            self.close_connection = True  # the rest of the body is still on the wire
+            return invalid("body", f"must not exceed {control.MAX_BODY_BYTES} bytes").reply()
         if not ipaddress.ip_address(self.client_address[0]).is_loopback:
             return error_reply(403, message="The control endpoints answer loopback clients only.")
         app = self._app
@@ -173,33 +187,26 @@ class Handler(BaseHTTPRequestHandler):
             app.ctx, app.traffic, method=self.command, path=url.path, query=_query(url), body=data
         )
 
-    def _send_file(self, path: str) -> Outcome | None:
-        """Stream a ready asset's bytes from disk (the asset ``url``), or answer 404."""
-        asset_id = unquote(path[len(FILES_PREFIX) :].partition("/")[0])
-        found = self._ready_blob(asset_id)
-        if found is None:
+    def _send_file(self, answer: files.Blob | Outcome) -> Outcome | None:
+        """Stream an asset's bytes from disk (the asset ``url``), or hand back the outcome;
+        a cut answer sends its first ``cut_at`` bytes and closes the connection."""
+        if not isinstance(answer, files.Blob):
+            return answer
+        try:
+            stream = answer.path.open("rb")
+        except FileNotFoundError:  # removed since it was found (drift.remove_asset)
             return error_reply(404)
-        blob, kind = found
-        with blob.open("rb") as stream:
+        with stream:
             self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(blob.stat().st_size))
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Content-Length", str(answer.size_bytes))
             self.send_header("request-id", _request_id())
             self.end_headers()
             if self.command == "GET":
-                shutil.copyfileobj(stream, self.wfile, FILE_CHUNK)
+                _copy(stream, self.wfile, answer.cut_at)
+        if answer.cut_at is not None:
+            self.close_connection = True  # the client waits for bytes that never come: EOF
         return None
-
-    def _ready_blob(self, asset_id: str) -> tuple[Path, str] | None:
-        store = self._app.ctx.store
-        with store.lock:
-            asset = store.assets.get(asset_id)
-            if asset is None:
-                return None
-            assets.refresh(self._app.ctx, asset)
-            if asset.status != "ready" or not asset.has_bytes:
-                return None
-            return store.blob_path(asset_id), shapes.content_type(asset)
 
     def _write(self, outcome: Outcome) -> None:
         if isinstance(outcome, Drop):
@@ -233,6 +240,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(garbled.body)
         if garbled.is_truncated:
             self.close_connection = True  # the client waits for bytes that never come: EOF
+
+
+def _copy(stream: BinaryIO, out: io.BufferedIOBase, limit: int | None) -> None:
+    """Copy ``stream`` to ``out`` in FILE_CHUNK pieces, only its first ``limit`` bytes if set."""
+    if limit is None:
+        shutil.copyfileobj(stream, out, FILE_CHUNK)
+        return
+    while limit > 0 and (chunk := stream.read(min(FILE_CHUNK, limit))):
+        out.write(chunk)
+        limit -= len(chunk)
 
 
 def _query(url: SplitResult) -> dict[str, str]:

@@ -82,7 +82,7 @@ def attach_asset(ctx: Context, req: Request, project_id: str, asset_id: str) -> 
         asset = assets.find_asset(ctx, asset_id)
         if asset.status != "ready":
             raise invalid("assetId", "asset is not ready")  # CONTRACT §14 Q6
-        node = _existing_node(ctx, project, asset.asset_id) or _new_node(ctx, project, asset)
+        node = _existing_node(ctx, project, asset.asset_id) or add_node(ctx, project, asset)
         project.last_modified = ctx.clock()
         body = {
             "project_id": project.project_id,
@@ -91,6 +91,15 @@ def attach_asset(ctx: Context, req: Request, project_id: str, asset_id: str) -> 
             "canvas_url": ctx.canvas_url(project.project_id),
         }
         return Reply(201, body)
+
+
+def add_node(ctx: Context, project: Project, asset: Asset) -> Node:
+    """A new media node showing ``asset`` on ``project``'s canvas; call with the lock held."""
+    node = Node(
+        new_id("node_"), project.project_id, asset.asset_id, shapes.node_type(asset), asset.name
+    )
+    ctx.store.nodes.setdefault(project.project_id, []).append(node)
+    return node
 
 
 def _project(ctx: Context, project_id: str) -> Project:
@@ -113,11 +122,3 @@ def _existing_node(ctx: Context, project: Project, asset_id: str) -> Node | None
         return None  # duplicate_node: a second attach makes a second node, visibly
     nodes = ctx.store.nodes.get(project.project_id, [])
     return next((n for n in nodes if n.asset_id == asset_id), None)
-
-
-def _new_node(ctx: Context, project: Project, asset: Asset) -> Node:
-    node = Node(
-        new_id("node_"), project.project_id, asset.asset_id, shapes.node_type(asset), asset.name
-    )
-    ctx.store.nodes.setdefault(project.project_id, []).append(node)
-    return node

@@ -17,10 +17,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from florasync.sandbox import control
+from florasync.sandbox import control, drift
 from florasync.sandbox.context import Context
 from florasync.sandbox.dispatch import Dispatcher
 from florasync.sandbox.faults import Faults
+from florasync.sandbox.files import FileServer
 from florasync.sandbox.handler import App, Handler
 from florasync.sandbox.store import Store
 from florasync.sandbox.traffic import Traffic
@@ -98,7 +99,8 @@ class Sandbox:
         self._ctx = Context(self._store, self.faults, _origin(host, self._server.server_port))
         dispatcher = Dispatcher(self._ctx, self._traffic)
         upload = UploadTarget(self._ctx, self._traffic)
-        self._server.app = App(self._ctx, self._traffic, dispatcher, upload, self._stop)
+        files = FileServer(self._ctx, self._traffic)
+        self._server.app = App(self._ctx, self._traffic, dispatcher, upload, self._stop, files)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._close_lock = threading.Lock()
@@ -145,6 +147,51 @@ class Sandbox:
         """Create a project in the workspace; its id."""
         with self._store.mutate():
             return self._store.add_project(name).project_id
+
+    def remove_node(self, project_id: str, node_id: str) -> None:
+        """A user deleted the node from the project's canvas (FLORA's UI; the API cannot).
+
+        Raises:
+            LookupError: no such project, or no such node in it.
+        """
+        drift.remove_node(self._ctx, project_id, node_id)
+
+    def remove_asset(self, asset_id: str) -> None:
+        """The asset is deleted in FLORA: ``GET /assets/{id}`` answers 404, listings leave it
+        out, its nodes and bytes are gone.
+
+        Raises:
+            LookupError: no such asset.
+        """
+        drift.remove_asset(self._ctx, asset_id)
+
+    def fail_asset(self, asset_id: str, message: str = drift.FAILED_MESSAGE) -> None:
+        """The asset's processing failed later: status ``failed``, ``failure_message`` set.
+
+        Raises:
+            LookupError: no such asset.
+        """
+        drift.fail_asset(self._ctx, asset_id, message)
+
+    def add_asset(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        project_id: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """A ready asset holding ``data`` made by someone else, on ``project_id``'s canvas when
+        given; its id. Its ``url`` serves the bytes; ``size_bytes`` is set.
+
+        Raises:
+            ValueError: ``name`` is empty.
+            LookupError: no such project.
+        """
+        asset, _ = drift.add_asset(
+            self._ctx, name, data, project_id=project_id, content_type=content_type
+        )
+        return asset.asset_id
 
     def state(self, *, requests: bool = True) -> dict[str, Any]:
         """The same document as ``GET /_sandbox/state`` (``requests=False`` leaves the log out)."""
@@ -221,6 +268,7 @@ def describe(sb: Sandbox) -> str:
     names = sb.project_names()
     projects = "\n".join(f"    {pid}  {names[pid]}" for pid in sb.project_ids)
     first = sb.project_ids[0]
+    drift_controls = "\n".join(f"    {line}" for line in control.CONTROLS.values())
     return f"""FLORA sandbox listening on {sb.origin}
   API base URL:  {sb.base_url}
   upload URL:    {sb.upload_url}
@@ -229,6 +277,7 @@ def describe(sb: Sandbox) -> str:
   projects:
 {projects}
   control:       POST {sb.origin}/_sandbox/faults, GET {sb.origin}/_sandbox/state
+{drift_controls}
   data:          {sb.data_dir or "in memory (gone when stopped)"}
 
 Try florasync against it:

@@ -202,9 +202,8 @@ class UploadTarget:
         """Make the file the asset's bytes, unless a retry superseded the token meanwhile."""
         store = self._ctx.store
         with store.mutate():
-            asset = store.assets[receipt.asset_id or ""]
-            current = asset.reservation
-            if current is None or current.token != receipt.token or asset.has_bytes:
+            asset = store.assets.get(receipt.asset_id or "")  # None: removed meanwhile (drift)
+            if asset is None or not _awaits_bytes(asset, receipt.token):
                 raise Refused(400, REUSED_MESSAGE.format(token=receipt.token))
             size, digest = receipt.keep(store.blob_path(asset.asset_id))
             asset.has_bytes = True
@@ -217,7 +216,9 @@ class UploadTarget:
         if receipt.asset_id is None:
             return
         with self._ctx.store.mutate():
-            asset = self._ctx.store.assets[receipt.asset_id]
+            asset = self._ctx.store.assets.get(receipt.asset_id)
+            if asset is None:  # removed meanwhile (drift.remove_asset)
+                return
             asset.uploads.append(
                 UploadAttempt(receipt.token, status, None, None, self._ctx.clock())
             )
@@ -274,6 +275,12 @@ class _CutBody:
 
     def drain(self) -> None:
         raise IncompleteBody("the sandbox cut the upload mid-body (upload_cut_rate)")
+
+
+def _awaits_bytes(asset: Asset, token: str) -> bool:
+    """Whether ``token`` is still the asset's current reservation and no bytes are stored."""
+    current = asset.reservation
+    return current is not None and current.token == token and not asset.has_bytes
 
 
 def _require_issued_fields(asset: Asset, token: str, fields: dict[str, str]) -> None:
