@@ -51,6 +51,12 @@ _CLIENT_KEEPALIVE: dict[str, Any] = {
     "tcp_user_timeout": 20000,
 }
 
+# synchronous_commit: durable batches turn it on (``begin``). idle_in_transaction: a process
+# paused (SIGSTOP, a frozen VM) inside a write transaction would hold its claim rows' locks, and
+# with them every other host's takeover, for as long as it is paused; the server ends such a
+# session instead (our transactions never idle: their statements follow each other at once)
+_SESSION_OPTIONS = "-c synchronous_commit=off -c idle_in_transaction_session_timeout=10000"
+
 _MIGRATIONS: tuple[str, ...] = (
     # the SQLite journal's schema 3, in PostgreSQL's types: 64-bit integers, double precision
     # times, and paths in byte order (COLLATE "C": a directory's files are one range)
@@ -152,7 +158,7 @@ class PostgresBackend:
                 self._url.reveal(),
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                options="-c synchronous_commit=off",  # durable batches turn it on (``begin``)
+                options=_SESSION_OPTIONS,
                 **_CLIENT_KEEPALIVE,
             )
         except psycopg.Error as exc:
