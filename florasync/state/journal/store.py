@@ -410,6 +410,42 @@ class Journal:
         it is not attached again until ``retry PATH``."""
         self._save(lifecycle.removed_in_flora(link), durable=True, fenced=False)
 
+    # -- what verify compares with FLORA (issue 15) -------------------------------------------
+
+    def all_links(
+        self, workspace_id: str
+    ) -> list[tuple[str, str, str, str | None, str | None, str | None, float | None]]:
+        """Every (content, project) the journal knows, with its asset:
+        ``(digest, project_id, link state, asset_id, node_id, asset state, reserved_at)``."""
+        rows = self._conn().execute(
+            "SELECT l.digest, l.project_id, l.state, a.asset_id, l.node_id, a.state,"
+            " a.reserved_at FROM links l LEFT JOIN assets a ON a.workspace_id = l.workspace_id"
+            " AND a.digest = l.digest WHERE l.workspace_id = ? ORDER BY l.digest, l.project_id",
+            (workspace_id,),
+        )
+        return [(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    def host_files(self) -> list[tuple[str, str, str, str | None]]:
+        """This host's stat cache: ``(folder, path, project_id, digest)`` of every file."""
+        rows = self._conn().execute(
+            "SELECT folder, path, project_id, digest FROM files WHERE host_id = ?"
+            " AND dev IS NOT NULL ORDER BY path",
+            (self.host_id,),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def adopt(self, asset: AssetRecord, link: LinkRecord, file: FileEntry) -> None:
+        """Record a file as synced by an asset already in FLORA (``verify --adopt``): the
+        content's asset (unless the journal has one), the attachment, and the file; durably."""
+        now = time.time()
+
+        def write(conn: Conn) -> None:
+            conn.execute(_INSERT_ASSET, (*_asset_row(asset), now))
+            conn.execute(_UPSERT_LINK, (*_link_row(link), now))
+            conn.execute(_UPSERT_FILE, self._file_row(file, now))
+
+        self._apply(write, durable=True)
+
     # -- projects by name ---------------------------------------------------------------------
 
     def project_names(self, workspace_id: str) -> dict[str, ProjectName]:
