@@ -91,7 +91,9 @@ def test_a_host_paused_inside_a_write_does_not_block_a_takeover_for_long(
     a, b = hosts
     a.journal.claim(WS, DIGEST, "")
     _silence(a, url)
-    paused = a.journal.backend.connect_raw()  # the writer's session, as a paused host leaves it
+    backend = a.journal.backend
+    assert isinstance(backend, PostgresBackend)
+    paused = backend.connect_raw()  # the writer's session, as a paused host leaves it
     paused.execute("BEGIN")
     paused.execute(
         "SELECT 1 FROM claims WHERE workspace_id = %s AND digest = %s FOR SHARE", (WS, DIGEST)
