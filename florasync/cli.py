@@ -134,6 +134,18 @@ def _args_retry(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="retry every failed file (default)")
 
 
+def _args_verify(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument("--folder", metavar="PATH", help="check only this configured folder")
+    parser.add_argument("--json", action="store_true", help="print the stable JSON schema")
+    parser.add_argument(
+        "--adopt", action="store_true", help="record matching assets already in FLORA as synced"
+    )
+    parser.add_argument(
+        "--repair", action="store_true", help="do what remote_deletions asks; resume orphans"
+    )
+
+
 def _args_sandbox(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any)")
@@ -203,6 +215,8 @@ _COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
     ("status", "what the journal knows: counts per folder and state, recent failures",
      _args_status),
     ("retry", "put permanently failed files back in the queue", _args_retry),
+    ("verify", "compare the journal and the folders with FLORA (exit 1: differences)",
+     _args_verify),
     ("check", "validate config, API key, workspace, projects and folders; change nothing",
      _args_check),
     ("projects", "list the workspace's projects (to write folder mappings)", _args_projects),

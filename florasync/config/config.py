@@ -350,6 +350,16 @@ class Config(_Model):
         default=RetryConfig(), description="a mapping (max_attempts, backoff_base_seconds, ...)"
     )
     metrics: MetricsConfig | None = Field(default=None, description="a mapping {listen: HOST:PORT}")
+    remote_deletions: Literal["respect", "restore"] = Field(
+        default="respect",
+        description="respect (a node removed in FLORA stays removed) or restore",
+    )
+    adopt: bool = Field(
+        default=False, description="true or false (verify --adopt: issue 15, docs/verify.md)"
+    )
+    adopt_max_bytes: int = Field(
+        default=256 << 20, gt=0, strict=True, description="a number of bytes > 0"
+    )
     journal: JournalConfig | None = Field(
         default=None,
         description="a mapping {url_env: NAME} or {url_file: PATH} (PostgreSQL), or null (SQLite)",

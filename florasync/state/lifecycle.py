@@ -339,6 +339,37 @@ def removed_in_flora(link: LinkRecord) -> LinkRecord:
     return replace(link, state=LinkState.REMOVED)
 
 
+def attach_again(link: LinkRecord) -> LinkRecord:
+    """``remote_deletions: restore``: attach once more, under a new key (the old one would
+    have a replaying FLORA answer with the node that was removed)."""
+    return replace(
+        link,
+        state=LinkState.PENDING,
+        generation=link.generation + 1,
+        attach_key=None,
+        node_id=None,
+        attempts=0,
+        error=None,
+    )
+
+
+def upload_again(rec: AssetRecord) -> AssetRecord:
+    """The asset is gone or unusable in FLORA: a new asset for the content, under a new key."""
+    return replace(
+        rec,
+        state=AssetState.NEW,
+        generation=rec.generation + 1,
+        asset_id=None,
+        reserve_key=None,
+        reserved_at=None,
+        upload=None,
+        renewals=0,
+        ready_deadline=None,
+        attempts=0,
+        error=None,
+    )
+
+
 def reset_link(link: LinkRecord) -> LinkRecord:
     """``florasync retry``: a failed attachment is attempted again, under a new key.
 
