@@ -166,6 +166,7 @@ def test_restore_puts_back_a_removed_node_with_repair(env: SyncEnv) -> None:
     reserves = _routes(env, "POST /assets")
     repaired = env.cli("verify", "--repair")
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "repaired: 1" in repaired.stdout
     assert _routes(env, "POST /assets") == reserves
     nodes = env.sb.state()["nodes"][project]
     assert len(nodes) == 1

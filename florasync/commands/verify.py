@@ -72,24 +72,35 @@ def verify(
 ) -> ExitCode:
     rt = runtime.load(config_path)
     folders = _chosen(rt.cfg, folder)
-    journal = opening.open_journal(rt.cfg, rt.env)
     applied = _Applied()
+    report = _check(rt, folders, adopt=adopt or rt.cfg.adopt, repair=repair, applied=applied)
+    if repair and applied.repaired:
+        _sync(rt, folders, applied.repaired)
+        report = _check(rt, folders, adopt=False, repair=False, applied=_Applied())
+    _print(report, applied, as_json=as_json)
+    return ExitCode.OK if report.clean else ExitCode.FAILED
+
+
+def _check(
+    rt: runtime.Runtime,
+    folders: tuple[FolderConfig, ...],
+    *,
+    adopt: bool,
+    repair: bool,
+    applied: _Applied,
+) -> Report:
+    """One comparison (and the fixes asked for), with the journal and a client of its own."""
+    journal = opening.open_journal(rt.cfg, rt.env)
     try:
         client = rt.client()
         try:
-            check = _Check(rt, journal, client, folders)
-            report = check.run(adopt=adopt or rt.cfg.adopt, repair=repair, applied=applied)
+            return _Check(rt, journal, client, folders).run(
+                adopt=adopt, repair=repair, applied=applied
+            )
         finally:
             client.close()
     finally:
         journal.close()
-    if repair and applied.repaired:
-        _sync(rt, folders, applied.repaired)
-        return verify(
-            config_path=config_path, folder=folder, as_json=as_json, adopt=False, repair=False
-        )
-    _print(report, applied, as_json=as_json)
-    return ExitCode.OK if report.clean else ExitCode.FAILED
 
 
 def _chosen(cfg: Config, folder: str | None) -> tuple[FolderConfig, ...]:
