@@ -178,3 +178,22 @@ def test_a_folder_that_is_not_configured_is_a_usage_error(env: SyncEnv) -> None:
     result = env.cli("verify", "--folder", str(env.root / "elsewhere"))
     assert result.returncode == 2
     assert "--folder" in result.stderr
+
+
+def test_a_run_with_adopt_true_adopts_instead_of_uploading(env: SyncEnv) -> None:
+    """``adopt: true``: after a lost state dir, a plain ``run --scan`` finds each file's bytes
+    already on its project's canvas (name, size, downloaded bytes) and sends no POST /assets
+    and no attach; a file whose name matches but whose bytes differ is uploaded as new."""
+    for n in range(4):
+        env.add(n % 2, f"a{n}.png", size=2500 + n)
+    assert env.scan().returncode == 0
+    shutil.rmtree(env.state_dir)
+    changed = env.add(0, "a0.png", size=2500, seed=999)  # same name and size, other bytes
+    env.write_config(adopt=True)
+    reserves = _routes(env, "POST /assets")
+    result = env.scan()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _routes(env, "POST /assets") == reserves + 1  # only the changed file
+    status = env.status()
+    assert sum(f["synced"] for f in status["folders"]) == 4
+    assert changed.exists()

@@ -25,7 +25,9 @@ from florasync.sync.transfer import Transfer
 
 if TYPE_CHECKING:
     from florasync.flora import api, upload
+    from florasync.flora.download import Downloader
     from florasync.state.journal.fleet import Fleet
+    from florasync.sync.adoption import Adopter
 
 
 class Engine:
@@ -62,6 +64,7 @@ class Engine:
         self._closed = False
         self._client: api.FloraClient | None = None
         self._target: upload.UploadTarget | None = None
+        self._downloader: Downloader | None = None
         self.pipeline = Pipeline(
             workspace_id=rt.cfg.workspace_id,
             journal=self.journal,
@@ -91,7 +94,7 @@ class Engine:
             return
         self._closed = True
         self.pipeline.close(grace_seconds)
-        for closable in (self._client, self._target):
+        for closable in (self._client, self._target, self._downloader):
             if closable is not None:
                 closable.close()
         if self.fleet is not None:
@@ -145,4 +148,24 @@ class Engine:
             stop=self.stop,
             processing_timeout=self.rt.cfg.complete_timeout_seconds,
             on_bytes=self.pipeline.progress.sent,
+            adopter=self._adopter(self._client) if self.rt.cfg.adopt else None,
+        )
+
+    def _adopter(self, client: api.FloraClient) -> Adopter:
+        """``adopt: true``: a new content is looked for in FLORA before it is uploaded."""
+        from florasync.flora.download import Downloader
+        from florasync.sync.adoption import Adopter
+
+        self._downloader = Downloader(
+            timeouts=self.rt.timeouts(),
+            stop=self.stop,
+            policy=self.rt.retry_policy(),
+            gate=self.rt.gate,
+        )
+        return Adopter(
+            client=client,
+            downloader=self._downloader,
+            journal=self.journal,
+            workspace_id=self.rt.cfg.workspace_id,
+            max_bytes=self.rt.cfg.adopt_max_bytes,
         )

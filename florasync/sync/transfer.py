@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import IO, TYPE_CHECKING
 
@@ -23,9 +23,11 @@ from florasync.state import lifecycle
 from florasync.state.journal.records import FileEntry
 from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState, Source, Step
+from florasync.sync import adoption
 
 if TYPE_CHECKING:
     from florasync.flora import api, upload
+    from florasync.sync.adoption import Adopter
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ class Transfer:
         processing_timeout: float = 120.0,
         clock: Callable[[], float] = time.time,
         on_bytes: Callable[[int], None] | None = None,
+        adopter: Adopter | None = None,
     ) -> None:
         self.workspace_id = workspace_id
         self._client = client
@@ -98,6 +101,7 @@ class Transfer:
         self._processing_timeout = processing_timeout
         self._clock = clock
         self._on_bytes = on_bytes
+        self._adopter = adopter
 
     @property
     def client(self) -> api.FloraClient:
@@ -116,8 +120,9 @@ class Transfer:
     def _run(self, job: Job) -> Result:
         entry = FileEntry(job.path, job.folder, job.project_id, job.stat, job.digest)
         asset, link = self._journal.ensure(self._new_asset(job), self._new_link(job), entry)
-        if link.state in (LinkState.ATTACHED, LinkState.REMOVED):
-            return _settled(link, asset.asset_id)
+        settled = self._settled(job, asset, link)
+        if settled is not None:
+            return settled
         fresh = asset.state != AssetState.READY
         try:
             asset = self._drive_asset(asset, job)
@@ -133,6 +138,35 @@ class Transfer:
         if link.state == LinkState.FAILED:
             return _failed(link.error, asset.asset_id)
         return Result(Outcome.UPLOADED if fresh else Outcome.ATTACHED, asset.asset_id)
+
+    def _settled(self, job: Job, asset: AssetRecord, link: LinkRecord) -> Result | None:
+        """Nothing to send: attached, removed in FLORA (respected), or adopted."""
+        if link.state in (LinkState.ATTACHED, LinkState.REMOVED):
+            return _at_rest(link, asset.asset_id)
+        if self._adopter is not None and asset.state == AssetState.NEW and not asset.reserve_key:
+            return self._adopt(job, asset, link)
+        return None
+
+    def _adopt(self, job: Job, asset: AssetRecord, link: LinkRecord) -> Result | None:
+        """``adopt: true``: the bytes may already be in FLORA (a lost journal, another tool):
+        take that asset and its node instead of uploading (None: upload as new content)."""
+        assert self._adopter is not None  # noqa: S101 -- the caller checked
+        try:
+            found = self._adopter.find(
+                file_name=job.file_name,
+                size_bytes=job.size_bytes,
+                digest=job.digest,
+                project_id=job.project_id,
+            )
+        except adoption.AmbiguousError as exc:
+            failed = lifecycle.fail_link(link, exc.code, str(exc), self._clock())
+            self._save_link(failed)
+            return _failed(failed.error, None)
+        if found is None:
+            return None
+        self._save(replace(asset, state=AssetState.READY, asset_id=found.asset_id))
+        self._save_link(lifecycle.attach_found(link, found.node_id))
+        return Result(Outcome.UNCHANGED, found.asset_id, "adopted", "already in FLORA: adopted")
 
     # -- the asset ----------------------------------------------------------------------------
 
@@ -420,7 +454,7 @@ class Transfer:
         )
 
 
-def _settled(link: LinkRecord, asset_id: str | None) -> Result:
+def _at_rest(link: LinkRecord, asset_id: str | None) -> Result:
     """Nothing to do: attached, or removed in FLORA (deletions are respected, issue 15)."""
     if link.state == LinkState.REMOVED:
         return Result(Outcome.SKIPPED, asset_id, "removed_in_flora", _REMOVED)

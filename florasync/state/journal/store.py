@@ -331,6 +331,11 @@ class Journal:
         )
         return int(row[0]) if row else 0
 
+    def asset_id_free(self, asset_id: str) -> bool:
+        """Whether no content of the journal holds ``asset_id`` (an adoption candidate)."""
+        row = self._conn().execute("SELECT 1 FROM assets WHERE asset_id = ?", (asset_id,))
+        return row.fetchone() is None
+
     def claim_asset_id(self, rec: AssetRecord, asset_id: str) -> bool:
         """Whether ``asset_id`` is not already held by another content (lookup after a 409)."""
         row = (
