@@ -13,11 +13,12 @@ import pytest
 import requests
 
 from florasync import errors
-from florasync.flora import api, download, retrying, upload
+from florasync.flora import api, download, retrying
 from florasync.flora.secret import Secret
 from florasync.local import identity
 from florasync.sandbox import Sandbox
 
+from .flora_steps import upload_ready
 from .helpers import write_file
 
 FAST = retrying.RetryPolicy(backoff_base_seconds=0.01, max_total_seconds=30.0)
@@ -45,18 +46,7 @@ def downloader(gate: retrying.RateGate) -> Iterator[download.Downloader]:
 
 def _upload(client: api.FloraClient, sb: Sandbox, path: Path) -> str:
     """Reserve, upload and complete ``path`` as florasync does; the ready asset's url."""
-    asset = client.create_asset(
-        sb.workspace_id, file_name=path.name, content_type=PNG, idempotency_key=f"k-{path.name}"
-    )
-    assert asset.upload is not None
-    target = upload.UploadTarget()
-    try:
-        with path.open("rb") as stream:
-            target.upload(asset.upload, stream, file_name=path.name, content_type=PNG)
-    finally:
-        target.close()
-    ready = client.complete_asset(asset.asset_id)
-    assert ready.is_ready
+    ready = upload_ready(client, sb, path)
     assert ready.url is not None
     return ready.url
 

@@ -12,10 +12,11 @@ import pytest
 import requests
 
 from florasync import errors
-from florasync.flora import api, retrying, upload
+from florasync.flora import api, retrying
 from florasync.flora.secret import Secret
 from florasync.sandbox import Sandbox
 
+from .flora_steps import upload_ready
 from .helpers import assert_exactly_once, write_file
 
 TIMEOUT = 10.0
@@ -59,17 +60,7 @@ def _add_asset(sb: Sandbox, via: str, name: str, data: bytes, **query: str) -> s
 
 def _uploaded(client: api.FloraClient, sb: Sandbox, path: Path, project_id: str) -> str:
     """Reserve, upload, complete and attach ``path`` as florasync would; the asset id."""
-    asset = client.create_asset(
-        sb.workspace_id, file_name=path.name, content_type=PNG, idempotency_key=f"k-{path.name}"
-    )
-    assert asset.upload is not None
-    target = upload.UploadTarget()
-    try:
-        with path.open("rb") as stream:
-            target.upload(asset.upload, stream, file_name=path.name, content_type=PNG)
-    finally:
-        target.close()
-    assert client.complete_asset(asset.asset_id).is_ready
+    asset = upload_ready(client, sb, path)
     client.attach(project_id, asset.asset_id, idempotency_key=f"a-{path.name}-{project_id}")
     return asset.asset_id
 

@@ -355,19 +355,7 @@ def attach_again(link: LinkRecord) -> LinkRecord:
 
 def upload_again(rec: AssetRecord) -> AssetRecord:
     """The asset is gone or unusable in FLORA: a new asset for the content, under a new key."""
-    return replace(
-        rec,
-        state=AssetState.NEW,
-        generation=rec.generation + 1,
-        asset_id=None,
-        reserve_key=None,
-        reserved_at=None,
-        upload=None,
-        renewals=0,
-        ready_deadline=None,
-        attempts=0,
-        error=None,
-    )
+    return _next_generation(rec)
 
 
 def reset_link(link: LinkRecord) -> LinkRecord:
@@ -377,13 +365,7 @@ def reset_link(link: LinkRecord) -> LinkRecord:
     would give that refusal again forever (CONTRACT §5): a new generation is a new request.
     """
     if link.state == LinkState.REMOVED:  # a deletion in FLORA the user wants undone
-        return replace(
-            link,
-            state=LinkState.PENDING,
-            generation=link.generation + 1,
-            attach_key=None,
-            node_id=None,
-        )
+        return attach_again(link)
     if link.state != LinkState.FAILED:
         return link
     # an attach that went out may have landed behind an unreadable answer: look first (Q7)
