@@ -96,23 +96,16 @@ def any_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Jour
         drop_database(cluster, url)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def run_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
+@pytest.fixture
+def run_journal(any_journal: Journal) -> Iterator[Journal]:
     """A journal as a run holds it, in each backend: the SQLite file, and a fresh PostgreSQL
     database joined as one host of a fleet (claims, fencing and the heartbeat on)."""
-    if request.param == "sqlite":
-        journal = Journal.open(tmp_path / "state")
-        yield journal
-        journal.close()
+    if not any_journal.backend.shared:
+        yield any_journal
         return
-    cluster: PgCluster = request.getfixturevalue("postgres")
-    url = create_database(cluster)
-    backend = PostgresBackend(Secret(url), "test-host")
-    journal = Journal.open(tmp_path / "state", backend, host_id="test-host")
-    journal.fleet = Fleet(backend, host_id="test-host", lease_seconds=30.0).join()
+    fleet = Fleet(any_journal.backend, host_id="test-host", lease_seconds=30.0).join()
+    any_journal.fleet = fleet
     try:
-        yield journal
+        yield any_journal
     finally:
-        journal.fleet.leave()
-        journal.close()
-        drop_database(cluster, url)
+        fleet.leave()

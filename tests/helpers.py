@@ -162,3 +162,25 @@ class SleepingClock:
         self.sleeps.append(seconds)
         self.now += seconds
         return False
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a listener a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def healthz(port: int) -> tuple[int, str]:
+    """A daemon's ``/healthz`` answer on 127.0.0.1:``port``: (status, body); (0, why) when
+    nothing answers."""
+    import requests
+
+    try:
+        answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    except requests.RequestException as exc:
+        return 0, str(exc)
+    return answer.status_code, answer.text

@@ -13,11 +13,12 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from .helpers import free_port
 
 START_TIMEOUT = 60.0
 
@@ -30,7 +31,7 @@ class PgCluster:
         self.data = base / "data"
         self.socket_dir = base / "run"
         self.password = secrets.token_hex(16)
-        self.port = _free_port()
+        self.port = free_port()
         self._bindir = Path(_pg_config("--bindir"))
         self._user = _runner()
 
@@ -119,13 +120,6 @@ def _runner() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
     return pwd.getpwnam("postgres")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def create_database(cluster: PgCluster) -> str:

@@ -8,17 +8,15 @@ import functools
 import itertools
 import random
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-import requests
 
 from .fleetenv import Host, claims_held, configure, database_now, host_counts, make_fleet
-from .helpers import LONG_TIMEOUT, assert_exactly_once, sha256_of, wait_until
+from .helpers import LONG_TIMEOUT, assert_exactly_once, free_port, healthz, sha256_of, wait_until
 from .pgcluster import PgCluster, create_database, drop_database, running_cluster
 from .syncenv import SyncEnv
 
@@ -198,26 +196,11 @@ def test_two_daemons_killed_four_times_sync_each_file_once(env: SyncEnv, databas
 # -- the database restarted, then stopped, under running daemons ------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _healthz(port: int) -> tuple[int, str]:
-    try:
-        answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-    except requests.RequestException as exc:
-        return 0, str(exc)
-    return answer.status_code, answer.text
-
-
 def _with_health(hosts: list[Host]) -> dict[str, int]:
     """Give each host a metrics listener of its own; their ports."""
     ports = {}
     for host in hosts:
-        ports[host.host_id] = _free_port()
+        ports[host.host_id] = free_port()
         configure(host, metrics={"listen": f"127.0.0.1:{ports[host.host_id]}"})
     return ports
 
@@ -232,12 +215,12 @@ def _wait_health(ports: dict[str, int], status: int) -> dict[str, str]:
             interval=0.2,
             message=f"{host_id}: /healthz {status}",
         )
-        said[host_id] = _healthz(port)[1]
+        said[host_id] = healthz(port)[1]
     return said
 
 
 def _answers(port: int, status: int) -> bool:
-    return _healthz(port)[0] == status
+    return healthz(port)[0] == status
 
 
 def _posts_accepted(env: SyncEnv, route: str, start: float, end: float) -> int:

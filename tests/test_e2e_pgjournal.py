@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -12,13 +11,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import requests
 
 from florasync.flora.secret import Secret
 from florasync.state.journal.postgres import PostgresBackend
 from florasync.state.journal.store import Journal
 
-from .helpers import LONG_TIMEOUT, assert_exactly_once, mutating_requests, run_cli, wait_until
+from .helpers import (
+    LONG_TIMEOUT,
+    assert_exactly_once,
+    free_port,
+    healthz,
+    mutating_requests,
+    run_cli,
+    wait_until,
+)
 from .pgcluster import PgCluster, create_database, drop_database, running_cluster
 from .syncenv import SyncEnv
 
@@ -248,20 +254,12 @@ def own_postgres() -> Iterator[PgCluster]:
         yield cluster
 
 
-def _healthz(port: int) -> tuple[int, str]:
-    try:
-        answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-    except requests.RequestException as exc:
-        return 0, str(exc)
-    return answer.status_code, answer.text
-
-
 def test_the_daemon_waits_out_a_stopped_database(env: SyncEnv, own_postgres: PgCluster) -> None:
     """PostgreSQL stopped under a running daemon: /healthz says 503 naming the journal, files
     saved meanwhile wait (nothing is sent without its intent journaled); started again,
     everything lands exactly once and /healthz is 200."""
     url = create_database(own_postgres)
-    port = _free_port()
+    port = free_port()
     env.write_config(journal={"url_env": URL_ENV}, metrics={"listen": f"127.0.0.1:{port}"})
     for n in range(4):
         env.add(0, f"before{n}.png")
@@ -271,12 +269,12 @@ def test_the_daemon_waits_out_a_stopped_database(env: SyncEnv, own_postgres: PgC
         own_postgres.stop("fast")
         for n in range(4):
             env.add(1, f"during{n}.png")
-        wait_until(lambda: _healthz(port)[0] == 503, timeout=LONG_TIMEOUT, message="healthz 503")
-        assert "journal" in _healthz(port)[1]
+        wait_until(lambda: healthz(port)[0] == 503, timeout=LONG_TIMEOUT, message="healthz 503")
+        assert "journal" in healthz(port)[1]
         while_down = env.sb.state()["requests"]
         own_postgres.start()
         wait_until(lambda: _synced_count(env) == 8, timeout=LONG_TIMEOUT, message="after")
-        wait_until(lambda: _healthz(port)[0] == 200, timeout=LONG_TIMEOUT, message="healthz 200")
+        wait_until(lambda: healthz(port)[0] == 200, timeout=LONG_TIMEOUT, message="healthz 200")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=LONG_TIMEOUT)
     finally:
@@ -318,13 +316,6 @@ def test_a_scan_whose_database_stops_ends_and_the_next_run_finishes(
 
 def _synced_count(env: SyncEnv) -> int:
     return sum(len(nodes) for nodes in env.sb.state(requests=False)["nodes"].values())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_a_daemon_started_while_the_database_is_down_waits_for_it(

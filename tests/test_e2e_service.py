@@ -15,7 +15,7 @@ from florasync.config import runtime
 from florasync.service.daemon import Daemon
 from florasync.service.systemd import Notifier
 
-from .helpers import LONG_TIMEOUT, wait_until, write_file
+from .helpers import LONG_TIMEOUT, free_port, wait_until, write_file
 from .notify import NotifySocket
 from .syncenv import SyncEnv
 from .test_e2e_daemon import Daemon as DaemonProcess
@@ -186,15 +186,6 @@ def test_daemon_process_helper_reads_output(env: SyncEnv, tmp_path: Path) -> Non
     assert "watching 2 folder(s)" in daemon.output[1]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_metrics_match_a_real_sync_and_healthz_follows_the_key(
     env: SyncEnv, tmp_path: Path
 ) -> None:
@@ -202,7 +193,7 @@ def test_metrics_match_a_real_sync_and_healthz_follows_the_key(
     import requests
     from prometheus_client.parser import text_string_to_metric_families
 
-    port = _free_port()
+    port = free_port()
     env.write_config(metrics={"listen": f"127.0.0.1:{port}"})
     files = [env.add(0, f"m{n}.png") for n in range(3)]
     base = f"http://127.0.0.1:{port}"
