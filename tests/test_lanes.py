@@ -4,6 +4,7 @@ bounded on its own, and consumers can be woken (issue 12, "fresh files first")."
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -101,3 +102,39 @@ def test_sizes_below_one_are_refused(sizes):
     """A lane that could hold nothing would deadlock its producer: refused at construction."""
     with pytest.raises(ValueError, match="at least 1"):
         Lanes(sizes[0], sizes[1], fair_every=sizes[2])
+
+
+def test_a_backlog_item_wakes_a_consumer_that_can_take_it():
+    """A consumer of the fast lane only is waiting (first) beside a consumer of both: an item
+    put in the normal lane is taken at once by the second, not after its poll timeout."""
+    lanes: Lanes[str] = Lanes(10, 2)
+    fast_waiting = threading.Event()
+    taken: list[float] = []
+
+    def fast_only() -> None:
+        fast_waiting.set()
+        lanes.get(timeout=3.0, fast_only=True)
+
+    def any_lane() -> None:
+        started = time.monotonic()
+        if lanes.get(timeout=3.0) is not None:
+            taken.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=fast_only), threading.Thread(target=any_lane)]
+    threads[0].start()
+    fast_waiting.wait(SHORT_TIMEOUT)
+    threads[1].start()
+    wait_until(lambda: _waiters(lanes) == 2, timeout=SHORT_TIMEOUT, message="both waiting")
+    lanes.put("scan0")
+    threads[1].join(SHORT_TIMEOUT)
+    lanes.wake(1)
+    threads[0].join(SHORT_TIMEOUT)
+    assert taken, "the backlog item was never taken"
+    assert taken[0] < 1.0, f"taken after {taken[0]:.1f} s"
+
+
+def _waiters(lanes: Lanes[str]) -> int:
+    """Threads waiting in ``get`` (both conditions share the lock)."""
+    conditions = [c for c in vars(lanes).values() if isinstance(c, threading.Condition)]
+    waiting: list[int] = [len(c._waiters) for c in conditions]  # type: ignore[attr-defined]
+    return sum(waiting)

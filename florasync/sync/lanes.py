@@ -34,7 +34,11 @@ class Lanes(Generic[T]):
         self._fast_run = 0  # fast items taken in a row while normal work waited
         self._wakes = 0  # wake-ups not yet consumed: a consumer about to wait returns at once
         self._lock = threading.Lock()
+        # consumers of any lane, and consumers of the fast lane only: a normal item must wake
+        # one that can take it (a fast-only consumer woken for it would sleep again, and the
+        # item wait for a poll timeout: seconds)
         self._not_empty = threading.Condition(self._lock)
+        self._fast_not_empty = threading.Condition(self._lock)
         # one per lane: a slot freed in one lane wakes a producer of that lane, not every one
         self._not_full = {lane: threading.Condition(self._lock) for lane in (False, True)}
 
@@ -61,12 +65,15 @@ class Lanes(Generic[T]):
                 not_full.wait(left)
             lane.append(value)
             self._not_empty.notify()
+            if fast:
+                self._fast_not_empty.notify()
             return True
 
     def get(self, timeout: float | None = None, *, fast_only: bool = False) -> T | None:
         """The next item; None after ``timeout`` or a ``wake``. ``fast_only``: the fast lane."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._not_empty:
+        waiting = self._fast_not_empty if fast_only else self._not_empty
+        with waiting:
             while True:
                 taken = self._pop(fast_only)
                 if taken is not None:
@@ -78,13 +85,14 @@ class Lanes(Generic[T]):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return None
-                self._not_empty.wait(left)
+                waiting.wait(left)
 
     def wake(self, count: int) -> None:
         """Make up to ``count`` consumers return None now (or at their next ``get``)."""
         with self._lock:
             self._wakes = min(self._wakes + count, count)
             self._not_empty.notify_all()
+            self._fast_not_empty.notify_all()
 
     def _pop(self, fast_only: bool) -> tuple[bool, T] | None:
         """The lane taken from and the item to hand out (None may be a value), under the lock."""

@@ -53,8 +53,9 @@ FAST_LANE = 2  # files a user just saved, per stage; a burst of saves queues in 
 MAX_SIBLING_RETRIES = 2  # one-shot run: tries of a deferred file behind same-content siblings
 JOURNAL_RETRY_SECONDS = 5.0  # daemon: the journal is tried again after this, then less often
 JOURNAL_RETRY_MAX_SECONDS = 60.0
+AFTER_PEER_SECONDS = 1.0  # fleet: a content another host goes first for is looked at later
 CLAIM_RETRY_SECONDS = 0.25  # fleet: first look again at a content another host holds...
-CLAIM_RETRY_MAX_SECONDS = 5.0  # ...then less often, up to this
+CLAIM_RETRY_MAX_SECONDS = 2.0  # ...then less often, up to this
 _POLL_SECONDS = 0.2
 
 
@@ -365,7 +366,7 @@ class Pipeline:
                 self._resettle(item)
                 return
             digest = content.digest
-        if self._done_elsewhere(item, project_id, stat, digest):
+        if self._left_to_peers(item, project_id, stat, digest):
             return
         job = Job(
             item.path,
@@ -381,16 +382,26 @@ class Pipeline:
         if not self._put(self._job_q, entry, fast=item.fresh):
             self._finish_quietly()
 
-    def _done_elsewhere(self, item: Item, project_id: str, stat: FileStat, digest: str) -> bool:
-        """A fleet: another host already brought this content into the project; note the file
-        here (this host's stat cache) and count it unchanged, without a worker."""
-        if after_upload.wants_action(item.folder) or not self._journal.done_by_another_host(
-            self.workspace_id, digest, project_id
-        ):
+    def _rehash(self, item: Item) -> None:
+        """Back to the hash stage (the digest known: no read) from the timer thread."""
+        if not self._put(self._hash_q, item):
+            self._finish_quietly()
+
+    def _left_to_peers(self, item: Item, project_id: str, stat: FileStat, digest: str) -> bool:
+        """A fleet: another host already brought this content into the project (note the file
+        here, this host's stat cache, and count it unchanged, without a worker), or another
+        host goes first for it (look again in a moment, when it is usually done)."""
+        if after_upload.wants_action(item.folder):
             return False
-        folder = str(item.folder.path)
-        self._journal.note_file(FileEntry(item.path, folder, project_id, stat, digest))
-        self._finish(item, Outcome.UNCHANGED, None)
+        if self._journal.done_by_another_host(self.workspace_id, digest, project_id):
+            folder = str(item.folder.path)
+            self._journal.note_file(FileEntry(item.path, folder, project_id, stat, digest))
+            self._finish(item, Outcome.UNCHANGED, None)
+            return True
+        if item.waits or self._journal.goes_first(digest):
+            return False
+        later = replace(item, stat=stat, digest=digest, classified=True, waits=1)
+        self._timers.after(AFTER_PEER_SECONDS, lambda: self._rehash(later))
         return True
 
     # -- network workers ----------------------------------------------------------------------

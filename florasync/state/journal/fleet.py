@@ -37,6 +37,7 @@ NOW = "extract(epoch from clock_timestamp())"  # the server's clock: one clock f
 CHANNEL = "florasync_gate"
 SAFETY = 0.8  # a claim is trusted locally for this share of the lease after a heartbeat
 _RECONNECT_SECONDS = 1.0
+PEERS_SECONDS = 1.0  # how often the hosts alive are counted (``prefers``, ``peers``)
 _COUNTED = ("uploaded", "attached", "failed")  # outcomes counted per host (in this order)
 
 _ALIVE = (  # the host of claim c is alive (its heartbeat within its lease, not stopped)
@@ -96,6 +97,7 @@ class Fleet:
         self.on_fatal: Callable[[str], None] | None = None
         self.trouble: str | None = None  # why the last heartbeat failed (health, status)
         self.peers = 0  # other hosts alive at the last heartbeat (0: this host works alone)
+        self._rank = (0, 1)  # this host's place among the hosts alive, and their number
         self._counts: dict[str, int] = {}  # outcomes not yet added to this host's row
 
     # -- membership ---------------------------------------------------------------------------
@@ -256,16 +258,22 @@ class Fleet:
         )
 
     def _count_peers(self) -> None:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT count(*) FROM hosts WHERE host_id != ? AND stopped_at IS NULL"
-                f" AND heartbeat_at > {NOW} - lease_seconds",
-                (self.host_id,),
-            )
-            .fetchone()
+        rows = self._conn().execute(
+            "SELECT host_id FROM hosts WHERE host_id != ? AND stopped_at IS NULL"
+            f" AND heartbeat_at > {NOW} - lease_seconds",
+            (self.host_id,),
         )
-        self.peers = int(row[0]) if row else 0
+        alive = sorted([self.host_id, *(r[0] for r in rows)])
+        self._rank = alive.index(self.host_id), len(alive)
+        self.peers = len(alive) - 1
+
+    def prefers(self, digest: str) -> bool:
+        """Whether this host is the one of the hosts alive that should go first for this
+        content (a content's digest picks one): the others look at it a little later, when it
+        is usually done, instead of all reaching for it at once. A preference, not an
+        assignment: whoever claims first does the work."""
+        rank, hosts = self._rank
+        return hosts <= 1 or int(digest[:8], 16) % hosts == rank
 
     def note(self, outcome: str) -> None:
         """Count a file's outcome for this host's row (``status`` shows how work was spread);
@@ -292,11 +300,17 @@ class Fleet:
             raise
 
     def _heartbeat_loop(self) -> None:
+        """Every lease/4 a heartbeat (and counters, the 429 window, the run lock); every
+        second who else is alive, so a host that just joined is seen at once."""
         interval = max(0.5, self.lease_seconds / 4)
-        while not self._stop.wait(interval):
+        next_beat = self._clock() + interval
+        while not self._stop.wait(min(PEERS_SECONDS, interval)):
             try:
-                self._revalidate(beat=True)
                 self._count_peers()
+                if self._clock() < next_beat:
+                    continue
+                next_beat = self._clock() + interval
+                self._revalidate(beat=True)
                 self._write_counts()
                 self._read_gate()
                 self._backend.keep_run_lock()

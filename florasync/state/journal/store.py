@@ -365,6 +365,11 @@ class Journal:
         link = self.link(workspace_id, digest, project_id)
         return link is not None and link.state == LinkState.ATTACHED
 
+    def goes_first(self, digest: str) -> bool:
+        """Whether this host should go for the content now (always, alone or on SQLite), or
+        let the host the content prefers go first (``Fleet.prefers``)."""
+        return self.fleet is None or not self.fleet.peers or self.fleet.prefers(digest)
+
     def note_file(self, entry: FileEntry) -> None:
         """Store what is known of one path without waiting (it commits with the next batch)."""
         self._submit(lambda c: c.execute(_UPSERT_FILE, self._file_row(entry, time.time())))
