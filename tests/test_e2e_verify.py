@@ -197,3 +197,29 @@ def test_a_run_with_adopt_true_adopts_instead_of_uploading(env: SyncEnv) -> None
     status = env.status()
     assert sum(f["synced"] for f in status["folders"]) == 4
     assert changed.exists()
+
+
+def test_an_asset_gone_in_flora_is_uploaded_again_only_on_retry(env: SyncEnv) -> None:
+    """An asset removed from FLORA: verify tombstones it as asset_gone; a scan sends nothing;
+    ``retry PATH`` then a scan upload the content as a new asset and attach it, once."""
+    path = env.add(0, "lost.png")
+    assert env.scan().returncode == 0
+    asset = env.sb.state()["assets"][0]
+    env.sb.remove_asset(asset["asset_id"])
+    code, report = _verify(env)
+    assert code == 1
+    missing = report["totals"]["missing_in_flora"]
+    assert missing == 1
+    reasons = [
+        m["reason"] for m in report["folders"][0]["projects"][0]["items"]["missing_in_flora"]
+    ]
+    assert reasons == ["asset_gone"]
+    reserves = _routes(env, "POST /assets")
+    assert env.scan().returncode == 0
+    assert _routes(env, "POST /assets") == reserves
+    assert env.cli("retry", str(path)).returncode == 0
+    result = env.scan()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _routes(env, "POST /assets") == reserves + 1
+    assert_exactly_once(env.sb.state(), env.expected())
+    assert _verify(env)[0] == 0

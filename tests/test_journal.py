@@ -387,7 +387,7 @@ def test_a_tombstone_is_respected_until_its_path_is_retried(j: Journal) -> None:
     )
     j.record(attached)
     j.flush()
-    j.mark_removed(attached)
+    j.mark_removed(attached, "node_removed")
     counts = {state: n for _, _, state, n in j.file_counts(WS)}
     assert counts == {"removed": 1}
     known = j.known_file(WS, "/w/t.png", "prj_1")

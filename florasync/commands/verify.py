@@ -300,7 +300,7 @@ class _Check:
                 continue
             where = decision.asset_id or decision.digest[:12]
             if decision.action == Action.TOMBSTONE:
-                self.journal.mark_removed(link)
+                self.journal.mark_removed(link, _why(report, link))
                 applied.tombstones.append(where)
             elif decision.action == Action.FORGET_TOMBSTONE and decision.node_id:
                 self.journal.begin(lifecycle.attach_found(link, decision.node_id))
@@ -324,6 +324,18 @@ class _Check:
             if i.digest == link.digest and i.project_id == link.project_id and i.path
         ]
         applied.repaired.extend(paths)
+
+
+def _why(report: Report, link: LinkRecord) -> str:
+    """How a link went missing in FLORA (node_removed, asset_gone, ...), as the report says."""
+    return next(
+        (
+            i.reason
+            for i in _items(report, Category.MISSING_IN_FLORA)
+            if i.digest == link.digest and i.project_id == link.project_id and i.reason
+        ),
+        "node_removed",
+    )
 
 
 def _items(report: Report, category: Category) -> Iterable[reconcile.Item]:

@@ -331,12 +331,16 @@ def link_transient(
     return replace(link, attempts=link.attempts + 1, error=Failure(code, message, now))
 
 
-def removed_in_flora(link: LinkRecord) -> LinkRecord:
-    """The node florasync attached is gone from the project (``verify`` saw it): a tombstone,
-    so the attachment is not made again unless the user asks (``retry PATH``)."""
+ASSET_UNUSABLE = frozenset({"asset_gone", "asset_failed", "asset_not_ready"})
+
+
+def removed_in_flora(link: LinkRecord, reason: str, now: float) -> LinkRecord:
+    """The content florasync attached is gone from the project (``verify`` saw it; ``reason``:
+    node_removed, or one of ``ASSET_UNUSABLE``): a tombstone, so the attachment is not made
+    again unless the user asks (``retry PATH``)."""
     if link.state != LinkState.ATTACHED:
         return link
-    return replace(link, state=LinkState.REMOVED)
+    return replace(link, state=LinkState.REMOVED, error=Failure(reason, "removed in FLORA", now))
 
 
 def attach_again(link: LinkRecord) -> LinkRecord:

@@ -415,10 +415,11 @@ class Journal:
 
         return fenced
 
-    def mark_removed(self, link: LinkRecord) -> None:
-        """A tombstone: the node of this attachment was removed in FLORA (``verify`` saw it);
-        it is not attached again until ``retry PATH``."""
-        self._save(lifecycle.removed_in_flora(link), durable=True, fenced=False)
+    def mark_removed(self, link: LinkRecord, reason: str) -> None:
+        """A tombstone: this attachment was removed in FLORA (``verify`` saw it, ``reason``
+        says how); it is not attached again until ``retry PATH``."""
+        tombstone = lifecycle.removed_in_flora(link, reason, time.time())
+        self._save(tombstone, durable=True, fenced=False)
 
     # -- what verify compares with FLORA (issue 15) -------------------------------------------
 
@@ -744,9 +745,11 @@ class Journal:
             return
         # not fenced: a failed content is nobody's work until it is put back (here)
         asset = self.asset(workspace_id, digest)
+        link = self.link(workspace_id, digest, project_id)
         if asset is not None and asset.state == AssetState.FAILED:
             self._save(lifecycle.reset_asset(asset), durable=True, fenced=False)
-        link = self.link(workspace_id, digest, project_id)
+        elif asset is not None and _asset_unusable(link):  # a tombstone of a gone asset
+            self._save(lifecycle.upload_again(asset), durable=True, fenced=False)
         if link is not None and link.state in (LinkState.FAILED, LinkState.REMOVED):
             self._save(lifecycle.reset_link(link), durable=True, fenced=False)
 
@@ -855,6 +858,16 @@ _UPSERT_ASSET = _upsert("assets", f"{_ASSET_COLS}, updated_at", "workspace_id, d
 _INSERT_ASSET = _insert_missing("assets", f"{_ASSET_COLS}, updated_at")
 _UPSERT_LINK = _upsert("links", f"{_LINK_COLS}, updated_at", "workspace_id, digest, project_id")
 _INSERT_LINK = _insert_missing("links", f"{_LINK_COLS}, updated_at")
+
+
+def _asset_unusable(link: LinkRecord | None) -> bool:
+    """A tombstone whose asset is gone or unusable in FLORA: a retry uploads it again."""
+    return (
+        link is not None
+        and link.state == LinkState.REMOVED
+        and link.error is not None
+        and link.error.code in lifecycle.ASSET_UNUSABLE
+    )
 
 
 def _save_statement(rec: AssetRecord | LinkRecord) -> tuple[str, tuple[Any, ...]]:
