@@ -570,7 +570,8 @@ class Journal:
             " SELECT f.path, f.project_id, l.error_code, l.error_message, l.error_at,"
             "  CASE WHEN l.state = 'failed' THEN 1 ELSE 0 END FROM files f JOIN links l"
             "  ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
-            "  WHERE f.host_id = ? AND l.error_code IS NOT NULL AND l.state != 'attached'"
+            "  WHERE f.host_id = ? AND l.error_code IS NOT NULL"
+            "  AND l.state NOT IN ('attached', 'removed_in_flora')"
             ") AS failures ORDER BY at DESC LIMIT ?",
             (self.host_id, workspace_id, self.host_id, workspace_id, self.host_id, limit),
         )
