@@ -8,6 +8,7 @@ import shutil
 from typing import Any
 
 from .helpers import assert_exactly_once, mutating_requests, write_file
+from .pgcluster import PgCluster, create_database, drop_database
 from .syncenv import SyncEnv
 
 
@@ -223,3 +224,23 @@ def test_an_asset_gone_in_flora_is_uploaded_again_only_on_retry(env: SyncEnv) ->
     assert _routes(env, "POST /assets") == reserves + 1
     assert_exactly_once(env.sb.state(), env.expected())
     assert _verify(env)[0] == 0
+
+
+def test_verify_reads_a_postgresql_journal(env: SyncEnv, postgres: PgCluster) -> None:
+    """With the journal in PostgreSQL (a fleet host), verify finds the library in sync, then
+    a node removed in FLORA, and records its tombstone there."""
+    url = create_database(postgres)
+    try:
+        extra = {"FLORASYNC_DATABASE_URL": url}
+        env.write_config(journal={"url_env": "FLORASYNC_DATABASE_URL"})
+        env.add(0, "pg.png")
+        assert env.scan(env=extra).returncode == 0
+        assert env.cli("verify", env=extra).returncode == 0
+        project = env.projects[0]
+        env.sb.remove_node(project, env.sb.state()["nodes"][project][0]["node_id"])
+        assert env.cli("verify", env=extra).returncode == 1
+        again = env.cli("verify", "--json", env=extra)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert json.loads(again.stdout)["totals"]["removed_in_flora"] == 1
+    finally:
+        drop_database(postgres, url)

@@ -29,7 +29,7 @@ from florasync.local.placement import Unplaced, target_for
 from florasync.local.rules import FolderRules
 from florasync.state import lifecycle
 from florasync.state.journal import opening
-from florasync.state.journal.records import FileEntry
+from florasync.state.journal.records import FileEntry, KnownFile
 from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import AssetRecord, AssetState, LinkRecord, LinkState
 from florasync.sync import reconcile
@@ -135,6 +135,7 @@ class _Check:
         )
         self._names: dict[str, str | None] = {}
         self._stats: dict[str, identity.FileStat] = {}
+        self._dirs: dict[str, dict[str, KnownFile]] = {}  # the directory being read
 
     def run(self, *, adopt: bool, repair: bool, applied: _Applied) -> Report:
         disk = self._disk()
@@ -223,12 +224,23 @@ class _Check:
 
     def _known_digest(self, path: str, stat: identity.FileStat) -> str | None:
         """The content of ``path``: the stat cache's when the file did not change since, read
-        again when it did, None when the journal never saw it (hashed only if needed)."""
-        cached = self.journal.cached_file(self.ws, path)
-        if cached is None:
+        again when it did, None when the journal never saw it (hashed only if needed). The
+        cache is read one directory at a time (one query, as a rescan reads it)."""
+        directory, _, name = path.rpartition("/")
+        if directory not in self._dirs:
+            self._dirs = {directory: self.journal.dir_entries(self.ws, directory or "/", "")}
+        known = self._dirs[directory].get(name)
+        if known is None:
             return None
-        if cached.stat == stat and cached.digest:
-            return cached.digest
+        _, digest, _, _, dev, ino, size, mtime_ns, ctime_ns = known
+        if digest and (dev, ino, size, mtime_ns, ctime_ns) == (
+            stat.dev,
+            stat.ino,
+            stat.size,
+            stat.mtime_ns,
+            stat.ctime_ns,
+        ):
+            return digest
         return _hash(path)
 
     # -- adoption -----------------------------------------------------------------------------
