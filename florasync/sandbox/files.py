@@ -21,7 +21,6 @@ from florasync.sandbox.traffic import Traffic
 
 FILES_IDENTITY = "file-server"
 """Whose Retry-After windows file requests are checked against (no API key reaches here)."""
-FLORA_HEADERS = ("Authorization", "Idempotency-Key")
 
 
 @dataclass(frozen=True, slots=True)

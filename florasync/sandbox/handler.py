@@ -170,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
             method=self.command,
             path=url.path,
             arrived=arrived,
-            flora_headers=tuple(h for h in files.FLORA_HEADERS if h in self.headers),
+            flora_headers=tuple(h for h in FLORA_HEADERS if h in self.headers),
             connection=self.connection_number,
         )
 
