@@ -345,6 +345,7 @@ class Pipeline:
         digest = item.digest
         if not item.classified:
             verdict = self._catalog.classify(item.path, item.stat, project_id)
+            self.journal_back()  # it answered (files that waited for it go on)
             if verdict.unchanged and not after_upload.wants_action(item.folder):
                 self._finish(item, Outcome.UNCHANGED, None)
                 return
@@ -394,6 +395,8 @@ class Pipeline:
         if after_upload.wants_action(item.folder):
             return False
         if self._journal.done_by_another_host(self.workspace_id, digest, project_id):
+            self.journal_back()
+            log.debug("unchanged %s (another host brought it in)", item.path)
             folder = str(item.folder.path)
             self._journal.note_file(FileEntry(item.path, folder, project_id, stat, digest))
             self._finish(item, Outcome.UNCHANGED, None)
