@@ -386,10 +386,6 @@ class Fleet:
 
     # -- what status shows --------------------------------------------------------------------
 
-    def overview(self) -> dict[str, Any]:
-        """The fleet as ``status`` shows it (``read_overview``), on this thread's connection."""
-        return _overview(self._conn())
-
     # -- connections and threads --------------------------------------------------------------
 
     def _conn(self) -> Any:
