@@ -126,6 +126,19 @@ def _args_status(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--failures", type=int, default=20, metavar="N", help="recent failures to list (20)"
     )
+    parser.add_argument(
+        "--watch", action="store_true", help="follow the running daemon live (Ctrl-C to stop)"
+    )
+
+
+def _args_pause(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="pause for this long (90s, 15m, 2h, 1h30m, 1d); default: until resumed",
+    )
 
 
 def _args_retry(parser: argparse.ArgumentParser) -> None:
@@ -194,7 +207,11 @@ def _args_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--files", type=int, default=12, metavar="N", help="sample files to create (default 12)"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary demo directory")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the daemon and its control page up for a look (Ctrl-C), and the demo directory",
+    )
 
 
 def _args_journal(parser: argparse.ArgumentParser) -> None:
@@ -215,6 +232,8 @@ _COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
     ("status", "what the journal knows: counts per folder and state, recent failures",
      _args_status),
     ("retry", "put permanently failed files back in the queue", _args_retry),
+    ("pause", "stop requests to FLORA (durable; --for a while, or until resume)", _args_pause),
+    ("resume", "lift a pause: requests to FLORA go on", _add_config),
     ("verify", "compare the journal and the folders with FLORA (exit 1: differences)",
      _args_verify),
     ("check", "validate config, API key, workspace, projects and folders; change nothing",

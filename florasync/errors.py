@@ -98,6 +98,11 @@ class StoppedError(FlorasyncError):
     """The stop event was set (SIGTERM/SIGINT): the work in hand is left for the next start."""
 
 
+class PausedError(FlorasyncError):
+    """A pause began (``on_pause: stop``) while this upload was in flight: it was cut off before
+    its last byte; the job waits for the resume and the journal's intent takes it on from there."""
+
+
 class LocalFileError(FlorasyncError):
     """A file cannot be used (vanished, unreadable, escaping symlink): it fails, others go on."""
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from .daemonenv import running, synced
 from .helpers import LONG_TIMEOUT, assert_exactly_once, sha256_of, wait_until, write_file
 from .syncenv import SyncEnv
-from .test_e2e_daemon import running, synced
 
 SETTLE = 2  # settle_seconds in the race tests: the test writes far more often than this
 

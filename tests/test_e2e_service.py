@@ -15,11 +15,11 @@ from florasync.config import runtime
 from florasync.service.daemon import Daemon
 from florasync.service.systemd import Notifier
 
+from .daemonenv import Daemon as DaemonProcess
+from .daemonenv import running, synced
 from .helpers import LONG_TIMEOUT, free_port, wait_until, write_file
 from .notify import NotifySocket
 from .syncenv import SyncEnv
-from .test_e2e_daemon import Daemon as DaemonProcess
-from .test_e2e_daemon import running, synced
 
 
 def test_notify_ready_status_watchdog_stopping(env: SyncEnv, tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 Owns the guided tour: start a sandbox, write sample images into three folders (one mapped by
 project id, one by project name, one whose subfolders are projects), run ``check``,
 ``projects`` and ``run --scan``, copy a file into another project's folder (reused, only
-attached), add a subfolder (a new project), rescan (nothing to do), and print what landed where.
+attached), add a subfolder (a new project), rescan (nothing to do), print what landed where,
+then start the daemon with its control page (issue 16) and print the page's URL: with ``--keep``
+it stays up for a look until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,9 @@ def demo(*, files: int = 12, keep: bool = False) -> ExitCode:
     try:
         with Sandbox() as sb:
             os.environ["FLORA_API_KEY"] = sb.api_key  # this process only: never on argv
-            return _tour(sb, workdir, max(2, files))
+            code = _tour(sb, workdir, max(2, files))
+            _show_page(workdir / "florasync.yaml", keep=keep)
+            return code
     finally:
         if keep:
             print(f"\ndemo files kept in {workdir}")
@@ -80,12 +86,51 @@ def _tour(sb: Sandbox, workdir: Path, files: int) -> ExitCode:
     return code
 
 
+def _show_page(config_path: Path, *, keep: bool) -> None:
+    """The daemon on the demo's folders, with its control page: its URL and token, and with
+    ``keep`` up until Ctrl-C."""
+    from florasync.config import runtime
+    from florasync.service.control import access, endpoint
+    from florasync.service.control.client import Client
+    from florasync.service.daemon import Daemon
+
+    rt = runtime.load(str(config_path))
+    daemon = Daemon(rt, grace_seconds=5.0)
+    thread = threading.Thread(target=daemon.run, name="florasync-demo-daemon", daemon=True)
+    thread.start()
+    try:
+        found = None
+        deadline = time.monotonic() + 30
+        while found is None and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+            found = endpoint.read(rt.cfg.state_dir)
+        if found is None:
+            print("the daemon did not start its control page; see the log above")
+            return
+        _title("florasync run: the daemon, with its control page (control: {listen: ...})")
+        live = Client(found["url"], None).get("status")
+        print(f"control page: {found['url']}  ({live['totals']['synced']} files synced)")
+        print(f"token for Pause/Retry: {access.read_token(rt.cfg.state_dir)}")
+        if keep:
+            print("the daemon keeps running for a look: open the page; Ctrl-C stops it", flush=True)
+            while thread.is_alive():
+                thread.join(0.5)
+        else:
+            print("(florasync demo --keep leaves it running for a look)")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+
+
 def _write_config(workdir: Path, sb: Sandbox, folders: list[dict[str, Any]]) -> Path:
     doc = {
         "api": {"base_url": sb.base_url},
         "workspace_id": sb.workspace_id,
         "state_dir": str(workdir / "state"),
         "workers": 4,
+        "control": {"listen": "127.0.0.1:0"},
         "folders": folders,
     }
     for folder in folders:

@@ -46,6 +46,9 @@ def scan(*, config_path: str | None, grace_seconds: float = GRACE_SECONDS) -> Ex
     """Sync every folder once and wait until everything has an outcome."""
     rt = runtime.load(config_path)
     config.check_folders(rt.cfg)
+    if (why := _paused(rt)) is not None:
+        print(f"florasync: {why}: nothing sent; `florasync resume` lifts it", file=sys.stderr)
+        return ExitCode.OK
     progress = TerminalProgress() if sys.stderr.isatty() else None
     started = time.monotonic()
     engine = Engine(rt, retry_deferred=False, progress=progress)
@@ -66,6 +69,22 @@ def scan(*, config_path: str | None, grace_seconds: float = GRACE_SECONDS) -> Ex
               file=sys.stderr)  # fmt: skip
         return max(code, ExitCode.FAILED)
     return code
+
+
+def _paused(rt: runtime.Runtime) -> str | None:
+    """Why a one-shot run must send nothing now (issue 16): a pause on record (the timer's
+    scan honours what the user told the daemon), or ``off`` in the bandwidth timetable."""
+    from florasync.service.bandwidth import BandwidthPlan
+    from florasync.state import pause
+
+    record = pause.read(rt.cfg.state_dir)
+    if record is not None and record.in_force(time.time()):
+        return record.reason
+    decision = BandwidthPlan(rt.cfg.bandwidth).decide()
+    if decision.rate.off:
+        change = decision.next_change
+        return "paused by the bandwidth schedule" + (f" until {change[0]}" if change else "")
+    return None
 
 
 @contextlib.contextmanager

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from florasync import errors
 from florasync.config import config, runtime
 from florasync.errors import ExitCode
-from florasync.state import runlock
+from florasync.state import pause, runlock
 from florasync.state.journal import opening, store
 
 SCHEMA_VERSION = 1
 
 
 def run_from_args(args: argparse.Namespace) -> ExitCode:
+    if args.watch:
+        return watch(config_path=args.config)
     return status(config_path=args.config, as_json=args.json, failures=args.failures)
 
 
@@ -63,6 +66,7 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
         "fleet": None,
         "journal_error": None,
     }
+    _control(report, rt)
     if not opening.journal_exists(cfg, rt.env):
         return report
     try:
@@ -70,6 +74,104 @@ def collect(rt: runtime.Runtime, failures: int) -> dict[str, Any]:
     except errors.JournalError as exc:
         report["journal_error"] = str(exc)
     return report
+
+
+def _control(report: dict[str, Any], rt: runtime.Runtime) -> None:
+    """The pause, the limit in force and the control page (issue 16): from the daemon when
+    it listens, else the pause on record."""
+    from florasync.service.control import access
+    from florasync.service.control.client import Client, ControlError
+
+    cfg = rt.cfg
+    record = pause.read(cfg.state_dir)
+    if record is not None and not record.in_force(time.time()):
+        record = None
+    report["paused"] = {
+        "paused": record is not None,
+        "until": _iso(record.until) if record else None,
+        "reason": record.reason if record else None,
+        "by": record.by if record else None,
+    }
+    report["bandwidth"] = None
+    report["control"] = None
+    if cfg.control is None:
+        return
+    token_file = access.token_path(cfg.state_dir)
+    report["control"] = {
+        "url": None,
+        "token": access.read_token(cfg.state_dir),
+        "token_file": str(token_file),
+    }
+    client = Client.find(cfg.state_dir, cafile=cfg.control.tls.cert if cfg.control.tls else None)
+    if client is None:
+        return
+    report["control"]["url"] = client.url + "/"
+    try:
+        live = client.get("status")
+    except ControlError:
+        return
+    report["paused"], report["bandwidth"] = live["paused"], live["bandwidth"]
+
+
+def watch(*, config_path: str | None, interval_seconds: float = 1.0) -> ExitCode:
+    """``status --watch``: the running daemon's view, redrawn every second until Ctrl-C."""
+    from florasync.service.control.client import Client, ControlError
+
+    rt = runtime.load(config_path)
+    cafile = rt.cfg.control.tls.cert if rt.cfg.control and rt.cfg.control.tls else None
+    try:
+        while True:
+            client = Client.find(rt.cfg.state_dir, cafile=cafile)
+            if client is None:
+                text = render(collect(rt, 5)) + "\n(no daemon serves a control API: "
+                text += "add control: {listen: 127.0.0.1:8385} to follow it live)"
+            else:
+                try:
+                    text = render_live(client.get("status"), client.get("transfers"))
+                except ControlError as exc:
+                    text = str(exc)
+            print("\033[H\033[2J" + text, flush=True)
+            time.sleep(interval_seconds)
+    except KeyboardInterrupt:
+        return ExitCode.OK
+
+
+def render_live(live: dict[str, Any], transfers: dict[str, Any]) -> str:
+    """One screen of ``status --watch``."""
+    paused = live["paused"]
+    state = "syncing"
+    if paused["paused"]:
+        state = f"PAUSED ({paused['reason']}, by {paused['by']})"
+    elif live["key"] == "refused":
+        state = "waiting: FLORA refused the API key"
+    elif live["journal"]["down"]:
+        state = f"waiting for the journal: {live['journal']['down']}"
+    queue = live["queue"]
+    lines = [
+        f"florasync {live['version']} on {live['host_id']}: {state}",
+        f"queue:     {queue['outstanding']} outstanding, {queue['settling']} settling, "
+        f"{queue['in_flight']} in flight",
+        f"bandwidth: {_bandwidth_text(live['bandwidth'])}",
+    ]
+    for f in live["folders"]:
+        lines.append(
+            f"folder:    {f['path']} ({f['watch']}): {f['synced']} synced, {f['pending']} "
+            f"pending, {f['failed']} failed"
+        )
+    for t in transfers["transfers"]:
+        done = t["sent_bytes"] / t["size_bytes"] if t["size_bytes"] else 1.0
+        lines.append(f"  {done:6.1%}  {t['path']} ({t['size_bytes']} bytes)")
+    return "\n".join(lines)
+
+
+def _bandwidth_text(bandwidth: dict[str, Any] | None) -> str:
+    if bandwidth is None:
+        return "unknown"
+    text = f"{bandwidth['limit'] or 'no limit'} ({bandwidth['source']})"
+    change = bandwidth.get("next_change")
+    if change:
+        text += f"; {change['limit']} from {change['at']}"
+    return text
 
 
 def _read_journal(report: dict[str, Any], rt: runtime.Runtime, failures: int) -> None:
@@ -168,6 +270,7 @@ def render(report: dict[str, Any]) -> str:
         f"journal:   {report['journal'] or report['state_dir']}",
         f"running:   {'pid ' + str(running['pid']) if running else 'no'}",
     ]
+    lines.extend(_control_lines(report))
     if report["journal_error"] is not None:
         lines[1] = f"journal:   cannot be read: {report['journal_error']}"
     for f in report["folders"]:
@@ -188,6 +291,22 @@ def render(report: dict[str, Any]) -> str:
             kind = "" if f["permanent"] else " [retrying]"
             lines.append(f"  {f['at']}  {f['path']}: {f['message']} ({f['code']}){kind}")
     return "\n".join(lines)
+
+
+def _control_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    paused = report.get("paused") or {}
+    if paused.get("paused"):
+        until = f"until {paused['until']}" if paused["until"] else "until resumed"
+        lines.append(f"paused:    {until} ({paused['reason']}; by {paused['by']})")
+    if report.get("bandwidth") is not None:
+        lines.append(f"bandwidth: {_bandwidth_text(report['bandwidth'])}")
+    control = report.get("control")
+    if control is not None:
+        lines.append(f"control:   {control['url'] or 'not listening (the daemon is not running)'}")
+        token = control["token"] or "(not made yet: the daemon makes it when it starts)"
+        lines.append(f"token:     {token}  (header X-Florasync-Token; {control['token_file']})")
+    return lines
 
 
 def _folder_counts(f: dict[str, Any], report: dict[str, Any]) -> str:

@@ -15,16 +15,20 @@ import re
 import socket
 import stat
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
@@ -33,6 +37,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from florasync.config.timetable import UNLIMITED, Line, Rate, Timetable, parse_line, parse_rate
 from florasync.errors import ConfigError, InsecureTransportError
 from florasync.flora import urls
 
@@ -46,6 +51,8 @@ _VAR = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_]\w*)\}|(?P<plain>[A-Za-z_]\w*))")
 _KEY_PREFIXES = ("sk_live_", "sk_test_")  # FLORA key prefixes (CONTRACT.md §2)
 _KEY_TEXT = re.compile(r"sk_(?:live|test)_[^\s'\",}\]]*")
 _LISTEN = "HOST:PORT with a port between 1 and 65535 (e.g. 127.0.0.1:9464)"
+_RATE_TEXT = "must be a rate like 4MiB/s, off or unlimited"
+_CONTROL_LISTEN = "HOST:PORT with a port between 0 (any free port) and 65535 (e.g. 127.0.0.1:8385)"
 _IDENT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # folders[].id and host_id (issue 14)
 _IDENT_TEXT = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
@@ -296,6 +303,111 @@ class MetricsConfig(_Model):
         return value
 
 
+def _rate(value: object) -> Rate:
+    """``bandwidth.limit`` in the timetable's grammar; null is unlimited, and YAML reads a bare
+    ``off`` as false."""
+    if isinstance(value, Rate):
+        return value
+    if value is None:
+        return UNLIMITED
+    if value is False:
+        value = "off"
+    if value is True:
+        raise ValueError(f"{_RATE_TEXT} (got true: YAML reads a bare on or yes as true)")
+    if not isinstance(value, str | int):
+        raise ValueError(f"{_RATE_TEXT} (got {_shown(value)})")  # noqa: TRY004 -- pydantic wants a ValueError
+    try:
+        return parse_rate(value)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _schedule_line(value: object) -> Line:
+    """One item of ``bandwidth.schedule`` (timetable's grammar); its index is in the key."""
+    if isinstance(value, Line):
+        return value
+    try:
+        return parse_line(value, "")
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+
+
+ScheduleLine = Annotated[
+    Line, PlainValidator(_schedule_line), PlainSerializer(lambda line: line.text)
+]
+
+
+def _bandwidth(value: object) -> object:
+    return BandwidthConfig() if value is None else value  # `bandwidth:` left empty
+
+
+class BandwidthConfig(_Model):
+    """``bandwidth``: the upload limit, and a weekly timetable of limits (issue 16;
+    docs/control.md, "Bandwidth"). Where schedule lines overlap, the later one wins."""
+
+    limit: Annotated[Rate, PlainValidator(_rate), PlainSerializer(Rate.describe)] = Field(
+        default=UNLIMITED, description="a rate like 4MiB/s, off or unlimited"
+    )
+    schedule: tuple[ScheduleLine, ...] = Field(
+        default=(), description='a list of lines like "Mon-Fri 08:00-18:00 4MiB/s"'
+    )
+
+    def default_rate(self) -> Rate:
+        """The limit when no line of the schedule applies."""
+        return self.limit
+
+    def timetable(self) -> Timetable:
+        """The schedule's lines as a timetable (empty when there is no schedule)."""
+        return Timetable(self.schedule)
+
+    def rate_at(self, now: datetime) -> Rate:
+        """The rate in force at ``now`` (a local time): its schedule line's, else ``limit``."""
+        return self.timetable().rate_at(now, self.limit)
+
+
+def _existing_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist or is not a file; it must be a PEM file")
+    return path
+
+
+PemFile = Annotated[UserPath, AfterValidator(_existing_file)]
+
+
+class TlsConfig(_Model):
+    """``control.tls``: the control listener speaks HTTPS only, with this certificate and key."""
+
+    cert: PemFile = Field(description="the path of a PEM certificate file")
+    key: PemFile = Field(description="the path of a PEM private key file")
+
+
+class ControlConfig(_Model):
+    """``control``: where the daemon serves its page and JSON API (issue 16, docs/control.md).
+    Loopback only unless ``tls`` is given (``load`` checks it)."""
+
+    listen: str = Field(description=_CONTROL_LISTEN)
+    tls: TlsConfig | None = Field(
+        default=None, description="a mapping {cert: PATH, key: PATH}, or null"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _is_host_port(cls, value: str) -> str:
+        host, colon, port = value.rpartition(":")
+        if not (colon and host.strip("[]") and port.isdigit() and int(port) <= 65535):
+            raise ValueError(f"must be {_CONTROL_LISTEN} (got {value!r})")
+        return value
+
+    @property
+    def host(self) -> str:
+        """The host to bind, brackets of an IPv6 literal removed."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 def default_host_id() -> str:
     """This host's name in a fleet (issue 14): the hostname's first label, as an identifier."""
     name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0])[:64].lstrip("._-")
@@ -350,6 +462,16 @@ class Config(_Model):
         default=RetryConfig(), description="a mapping (max_attempts, backoff_base_seconds, ...)"
     )
     metrics: MetricsConfig | None = Field(default=None, description="a mapping {listen: HOST:PORT}")
+    bandwidth: Annotated[BandwidthConfig, BeforeValidator(_bandwidth)] = Field(
+        default=BandwidthConfig(), description="a mapping {limit: RATE, schedule: [LINE, ...]}"
+    )
+    on_pause: Literal["finish", "stop"] = Field(
+        default="finish",
+        description="finish or stop (what an upload in flight does when a pause begins)",
+    )
+    control: ControlConfig | None = Field(
+        default=None, description="a mapping {listen: HOST:PORT, tls: {cert, key}}, or null"
+    )
     remote_deletions: Literal["respect", "restore"] = Field(
         default="respect",
         description="respect (a node removed in FLORA stays removed) or restore",
@@ -433,6 +555,7 @@ def load(path: Path, env: Mapping[str, str] = os.environ) -> Config:
         raise _config_error(exc) from None
     cfg = _with_base_url_override(cfg, env)
     _check_journal(cfg.journal)
+    _check_control(cfg.control)
     _check_project_mappings(cfg.folders)
     _check_folder_overlaps(cfg.folders)
     _check_folder_ids(cfg.folders)
@@ -617,6 +740,18 @@ def _check_journal(journal: JournalConfig | None) -> None:
             "give url_env (an environment variable holding the postgresql:// URL) or url_file "
             "(a file holding it), exactly one; leave journal out for the SQLite journal",
         )
+
+
+def _check_control(control: ControlConfig | None) -> None:
+    """The control API changes what the daemon does: off this host only over TLS (issue 16)."""
+    if control is None or control.tls is not None or urls.is_loopback_host(control.host):
+        return
+    raise ConfigError(
+        "control.listen",
+        f"{control.host} is not a loopback address; the control API pauses, retries and "
+        "changes limits, so it listens on 127.0.0.1, ::1 or localhost unless control.tls "
+        "names a certificate and key for HTTPS (docs/control.md, Security)",
+    )
 
 
 def _check_project_mappings(folders: tuple[FolderConfig, ...]) -> None:

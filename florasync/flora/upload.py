@@ -1,6 +1,7 @@
 """The upload target client: the signed multipart POST of a file's bytes (CONTRACT §8, §10).
 
 Owns streaming an open file as multipart in 4 MiB reads (never the whole file in memory),
+or under a bandwidth limit in small pieces each taken from the shared ``Throttle`` first,
 waiting out 429s with the same signed fields, and what the target's answers mean: any other
 4xx spends the fields, a 5xx or a dropped connection leaves it unknown. It has its own session
 and never sees the API key.
@@ -8,17 +9,19 @@ and never sees the API key.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import requests
 from requests_toolbelt import MultipartEncoder
 
 from florasync import errors
 from florasync.flora import models, retrying, transport
+from florasync.flora.throttle import Throttle
 
 CHUNK_BYTES = 4 << 20  # the receiver keeps up with curl at 4 MiB writes, not at 1 MiB
 
@@ -34,7 +37,10 @@ class UploadTarget:
         chunk_bytes: int = CHUNK_BYTES,
         policy: retrying.RetryPolicy | None = None,
         gate: retrying.RateGate | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
+        """``throttle``: the bandwidth limit every upload of the process shares (None: none)."""
+        self._throttle = throttle
         self._timeout = (timeouts.connect, timeouts.upload_read)
         self._stop = stop or threading.Event()
         self._chunk_bytes = max(chunk_bytes, CHUNK_BYTES)
@@ -113,43 +119,87 @@ class UploadTarget:
         progress: Callable[[int], None] | None,
     ) -> tuple[Any, str]:
         """The multipart body and its content type: every signed field unchanged, the file
-        last; in memory up to one chunk, else streamed from the file in chunk-sized reads."""
+        last; in memory up to one chunk, else streamed from the file in chunk-sized reads.
+        Under a limit, the in-memory body too goes in pieces taken from the throttle."""
         size = os.fstat(stream.fileno()).st_size - stream.tell()
         if size <= self._chunk_bytes:
-            fields = dict(instructions.fields)
-            files = {instructions.file_field: (file_name, stream.read(), content_type)}
-            body, form = _encode_in_memory(fields, files)
-            if progress is not None:
-                progress(len(body))
-            return body, form
+            file = (file_name, stream.read(), content_type)
+            return self._in_memory(instructions, file, progress)
         parts: list[tuple[str, Any]] = list(instructions.fields.items())
         parts.append((instructions.file_field, (file_name, stream, content_type)))
         encoder = MultipartEncoder(fields=parts, boundary=uuid.uuid4().hex)
-        return _ChunkedReader(
-            encoder, self._chunk_bytes, self._stop, progress
-        ), encoder.content_type
+        reader = _ChunkedReader(
+            encoder,
+            encoder.len,
+            self._chunk_bytes,
+            self._stop,
+            progress=progress,
+            throttle=self._throttle,
+        )
+        return reader, encoder.content_type
+
+    def _in_memory(
+        self,
+        instructions: models.UploadInstructions,
+        file: tuple[str, bytes, str],
+        progress: Callable[[int], None] | None,
+    ) -> tuple[Any, str]:
+        """A small body, built in memory: one piece when unlimited (as ever), else paced."""
+        body, form = _encode_in_memory(dict(instructions.fields), {instructions.file_field: file})
+        throttle = self._throttle
+        if throttle is None or throttle.rate is None:
+            if progress is not None:
+                progress(len(body))
+            return body, form
+        reader = _ChunkedReader(
+            io.BytesIO(body),
+            len(body),
+            self._chunk_bytes,
+            self._stop,
+            progress=progress,
+            throttle=throttle,
+        )
+        return reader, form
+
+
+class _Source(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class _ChunkedReader:
-    """File-like view of the multipart body: reads ≥ 4 MiB at a time, stops when asked."""
+    """File-like view of the multipart body: reads ≥ 4 MiB at a time, stops when asked.
+
+    With a throttle that has a rate, each read is one piece, taken from the bucket before it
+    is handed out; a rate set to None mid-body goes back to whole chunks, and back again.
+    """
 
     def __init__(
         self,
-        encoder: MultipartEncoder,
+        source: _Source,
+        length: int,
         chunk_bytes: int,
         stop: threading.Event,
+        *,
         progress: Callable[[int], None] | None,
+        throttle: Throttle | None,
     ) -> None:
-        self._encoder = encoder
+        self._source = source
         self._chunk_bytes = chunk_bytes
         self._stop = stop
         self._progress = progress
-        self.len = encoder.len  # requests reads the body length from here (Content-Length)
+        self._throttle = throttle
+        self.len = length  # requests reads the body length from here (Content-Length)
 
     def read(self, size: int = -1) -> bytes:
         if self._stop.is_set():
             raise errors.StoppedError("stopped during an upload")
-        chunk: bytes = self._encoder.read(max(size, self._chunk_bytes))
+        throttle = self._throttle
+        if throttle is None or throttle.rate is None:
+            chunk: bytes = self._source.read(max(size, self._chunk_bytes))
+        else:
+            chunk = self._source.read(throttle.piece_bytes)
+            if chunk:
+                throttle.take(len(chunk), self._stop)
         if self._progress is not None and chunk:
             self._progress(len(chunk))
         return chunk

@@ -2,8 +2,10 @@
 
 Owns the shape of ``state()`` (docs/design.md), how a JSON document changes the faults
 (``POST /_sandbox/faults``: ``{"reset": true}`` first, then ``{"fail_next": {...} or [...]}``,
-then any fault fields), and the drift endpoints (``CONTROLS``): remove a node or an asset,
-fail an asset, add an asset made elsewhere, each answering 404 for an unknown id.
+then any fault fields), the record of upload-body arrivals (``/_sandbox/arrivals``: POST
+``{"record": true|false}``, GET the pieces), and the drift endpoints (``CONTROLS``): remove a
+node or an asset, fail an asset, add an asset made elsewhere, each answering 404 for an unknown
+id.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from florasync.sandbox.traffic import Traffic
 
 FAULTS_PATH = "/_sandbox/faults"
 STATE_PATH = "/_sandbox/state"
+ARRIVALS_PATH = "/_sandbox/arrivals"
 MAX_BODY_BYTES = 64 << 20
 """The largest control body (``add_asset`` carries the asset's bytes)."""
 
@@ -52,6 +55,8 @@ def handle(
         except (ValueError, TypeError) as exc:
             return error_reply(400, "input_validation_error", str(exc))
         return Reply(200, ctx.faults.to_dict())
+    if path == ARRIVALS_PATH:
+        return _arrivals(traffic, method, body)
     name = path.removeprefix("/_sandbox/")
     if method == "POST" and name in _DRIFT:
         return _drift(_DRIFT[name], ctx, query, body)
@@ -80,6 +85,20 @@ def apply_faults(faults: Faults, doc: Any) -> None:
         faults.fail_next(options.pop("route"), **options)
     if fields:
         faults.update(**fields)
+
+
+def _arrivals(traffic: Traffic, method: str, body: bytes) -> Reply:
+    """GET: ``{"recording", "arrivals": [[t, seq, n], ...]}``; POST ``{"record": bool}``."""
+    arrivals = traffic.arrivals
+    if method == "POST":
+        doc = json.loads(body or b"{}")
+        if not isinstance(doc, dict) or not isinstance(doc.get("record"), bool):
+            return error_reply(400, "input_validation_error", 'expected {"record": true|false}')
+        arrivals.record(doc["record"])
+    elif method != "GET":
+        return error_reply(404)
+    pieces = [list(a) for a in arrivals.snapshot()] if method == "GET" else []
+    return Reply(200, {"recording": arrivals.recording, "arrivals": pieces})
 
 
 def _drift(

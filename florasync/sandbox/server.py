@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from florasync.sandbox import control, drift
+from florasync.sandbox.arrivals import Arrival
 from florasync.sandbox.context import Context
 from florasync.sandbox.dispatch import Dispatcher
 from florasync.sandbox.faults import Faults
@@ -196,6 +197,16 @@ class Sandbox:
     def state(self, *, requests: bool = True) -> dict[str, Any]:
         """The same document as ``GET /_sandbox/state`` (``requests=False`` leaves the log out)."""
         return control.state(self._ctx, self._traffic, requests=requests)
+
+    def record_arrivals(self, on: bool = True) -> None:
+        """Record when upload-body bytes arrive (``arrivals``), from now on; starting clears the
+        record. Off by default: then bodies are read as ever."""
+        self._traffic.arrivals.record(on)
+
+    def arrivals(self) -> list[Arrival]:
+        """The pieces of upload bodies recorded: (monotonic time, upload seq, bytes), oldest
+        first; ``time.monotonic`` of this process, so a test may compare its own times."""
+        return self._traffic.arrivals.snapshot()
 
     def blob_path(self, asset_id: str) -> Path | None:
         """Where the stored bytes of ``asset_id`` are, or None when none are stored."""

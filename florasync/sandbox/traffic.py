@@ -1,8 +1,9 @@
 """What clients did: the request log, the violations, and the Retry-After windows behind them.
 
 Owns ``state()["requests"]`` and ``state()["violations"]`` (docs/design.md): every request with
-its route, status and headers of interest, and each thing a well-behaved client never does.
-Its own lock; not persisted. Knows nothing of HTTP beyond the fields it records.
+its route, status and headers of interest, and each thing a well-behaved client never does;
+holds the upload bodies' ``Arrivals`` when asked to record them. Its own lock; not persisted.
+Knows nothing of HTTP beyond the fields it records.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from florasync.sandbox.arrivals import Arrivals
 
 GRACE_SECONDS = 0.1
 """Requests already in flight when a 429 was sent may still arrive this long after it; never
@@ -93,6 +96,7 @@ class Traffic:
         self._asks: list[Ask] = []
         self._violations: list[Violation] = []
         self._windows: dict[str, list[Window]] = {}
+        self.arrivals = Arrivals(clock=clock)
 
     def begin(
         self,

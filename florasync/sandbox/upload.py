@@ -92,6 +92,7 @@ class UploadTarget:
         if req.flora_headers:
             detail = f"{', '.join(req.flora_headers)} sent to the upload target (seed 004)"
             self._traffic.violation("flora_header_to_upload", detail, seq)
+        body = self._traffic.arrivals.watch(seq, body)
         try:
             outcome = self._outcome(req, body)
         except ConnectionError:  # the client went away mid-body (IncompleteBody) or reset

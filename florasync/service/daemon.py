@@ -4,10 +4,11 @@ Owns the start-up order (check the key, arm the watches, queue the catch-up scan
 nothing created in between is missed), the main loop (watcher health, folders that go away and
 come back, polling, the periodic safety rescan, files put back by ``florasync retry``, a refused
 key), SIGHUP reload (the new watches armed before the old ones stop, so nothing written meanwhile is
-missed), sd_notify, and a clean stop on SIGTERM/SIGINT. Folders are named by their path, so a
-reload that reorders them keeps what was queued for each. The main loop never blocks on the
-pipeline: what may wait on a full queue runs on the sweeper's thread; nor on FLORA: the probe of
-a refused key runs on a thread of its own.
+missed), sd_notify, the control page and its pause and limits (issue 16: ``steering``
+decides, ``control.hosting`` serves), and a clean stop on SIGTERM/SIGINT. Folders are named by
+their path, so a reload that reorders them keeps what was queued for each. The main loop never
+blocks on the pipeline: what may wait on a full queue runs on the sweeper's thread; nor on
+FLORA: the probe of a refused key runs on a thread of its own.
 """
 
 from __future__ import annotations
@@ -28,11 +29,18 @@ from florasync.errors import ExitCode
 from florasync.local import mounts
 from florasync.local.watcher import Callbacks, ObserverFactory, Watcher
 from florasync.service import reload
+from florasync.service.bandwidth import BandwidthPlan
+from florasync.service.control.api import Actions
+from florasync.service.control.feed import Feed
+from florasync.service.control.hosting import Hosting
 from florasync.service.monitoring import Monitoring
+from florasync.service.steering import Steering
 from florasync.service.sweeper import Sweeper
 from florasync.service.systemd import Notifier
 from florasync.state.journal import opening
+from florasync.state.journal.store import Journal
 from florasync.sync.engine import Engine
+from florasync.sync.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +89,28 @@ class Daemon:
         self._next_key_probe = 0.0
         self._key_probe: threading.Thread | None = None
         self._reloads = 0  # a key probe started before a reload asked with the old key
+        self.feed = Feed()
+        self._control: Hosting | None = None
 
     def run(self) -> ExitCode:
-        self._observability = Monitoring.build(self.rt.cfg, self.is_healthy, self._trouble)
+        self._observability = Monitoring.build(
+            self.rt.cfg, self.is_healthy, self._trouble, paused=self._held
+        )
         engine = self._engine_once_the_journal_answers()
         if engine is None:
             return self._exit_code  # stopped while waiting
         self.engine = engine
         with self.engine:
+            self.engine.pipeline.observer = self.feed
+            self.steering = Steering(
+                self.rt.cfg.state_dir,
+                self.engine.pipeline,
+                self.engine.throttle,
+                BandwidthPlan(self.rt.cfg.bandwidth),
+                cut_uploads=self.rt.cfg.on_pause == "stop",
+                changed=self._changed,
+                note=lambda kind, message: self._note(None, kind, message),
+            )
             self.sweeper = Sweeper(
                 self.engine,
                 lambda: self.rt.cfg.folders,
@@ -158,8 +180,15 @@ class Daemon:
     # -- start and stop -----------------------------------------------------------------------
 
     def _start(self) -> None:
-        self._check_key_at_start()
+        self.steering.tick()  # a pause on record holds requests before the first one
+        if self.steering.held is None:
+            self._check_key_at_start()
+        else:
+            log.warning("%s: nothing is sent to FLORA until it ends", self.steering.held)
         self._observability.start(self.engine.pipeline)
+        if self.rt.cfg.control is not None:
+            self._control = Hosting(self.rt.cfg, self, self._actions())
+            log.info("control page: %s", self._control.start())
         self._arm(self.watcher)
         for root in self._roots():
             self.sweeper.request(root, "catch-up scan")
@@ -201,6 +230,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self._stopping.set()
+        if self._control is not None:
+            self._control.stop()
         self.engine.pipeline.begin_close()
         self.watcher.stop()
         self.sweeper.stop()
@@ -226,13 +257,15 @@ class Daemon:
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self._reload()
+            self.steering.tick()
             healthy = self._check_health()
             self._check_folders()
             self._schedule_sweeps(now)
             if now >= self._next_retry_pickup:
                 self.sweeper.pick_up_retries()  # the sweeper's thread offers them
                 self._next_retry_pickup = now + RETRY_PICKUP_SECONDS
-            if self.engine.pipeline.refused is not None and now >= self._next_key_probe:
+            refused = self.engine.pipeline.refused is not None
+            if refused and now >= self._next_key_probe and self.steering.held is None:
                 self._start_key_probe(now)
             self._notify(now, healthy)
             self._wake.wait(TICK_SECONDS)
@@ -321,6 +354,8 @@ class Daemon:
 
     def _status_line(self) -> str:
         pipeline = self.engine.pipeline
+        if self.steering.held is not None:
+            return f"paused: {self.steering.held}; queued {pipeline.outstanding}"
         if pipeline.refused is not None:
             return f"paused: FLORA refused the API key ({pipeline.refused.code}); fix it, reload"
         if pipeline.journal_down is not None:
@@ -392,6 +427,7 @@ class Daemon:
             changed = ", ".join(new.restart_only)
             log.warning("changed settings that take effect after a restart: %s", changed)
         self.rt.cfg = new.cfg
+        self.steering.reconfigure(new.cfg.bandwidth, cut_uploads=new.cfg.on_pause == "stop")
         self.engine.journal.set_folder_ids(opening.folder_ids(new.cfg))
         self.engine.set_api_key(new.key)
         self.engine.pipeline.projects.forget_failures()  # a new key or role may create them now
@@ -465,3 +501,58 @@ class Daemon:
     ) -> None:
         log.log(level, "%s%s", f"{folder}: " if folder else "", message)
         self.engine.journal.note_event(folder, kind, message)
+        self.feed.changed()
+
+    # -- what the control page reads and asks (control.report.Source, control.api.Actions) ----
+
+    @property
+    def journal(self) -> Journal:
+        return self.engine.journal
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.engine.pipeline
+
+    def health(self) -> tuple[bool, str | None]:
+        return self.is_healthy(), self._trouble()
+
+    def watch_states(self) -> dict[str, str]:
+        """Each folder's watch: armed, polling, overflow-rescan, degraded or missing."""
+        rescanning = set(self.sweeper.pending())
+        healthy = self.watcher.is_healthy()
+        states = {}
+        for index, root in enumerate(self._roots()):
+            if root in self._missing:
+                states[root] = "missing"
+            elif not healthy:
+                states[root] = "degraded"
+            elif root in rescanning:
+                states[root] = "overflow-rescan"
+            else:
+                states[root] = "polling" if self.watcher.is_polled(index) else "armed"
+        return states
+
+    def _actions(self) -> Actions:
+        return Actions(retry=self._retry, rescan=self._rescan)
+
+    def _retry(self, paths: list[str] | None) -> list[str]:
+        """Put failed files back (all, or these); the sweeper offers them at once."""
+        retried = self.engine.journal.reset_failed(self.rt.cfg.workspace_id, paths)
+        if retried:
+            self.sweeper.pick_up_retries()
+            self._note(None, "retry", f"{len(retried)} failed file(s) put back in the queue")
+        return retried
+
+    def _rescan(self, root: str) -> bool:
+        if root not in self._roots():
+            return False
+        self.sweeper.request(root, "asked for on the control page")
+        return True
+
+    def _held(self) -> str | None:
+        steering = getattr(self, "steering", None)
+        return steering.held if steering is not None else None
+
+    def _changed(self) -> None:
+        self.feed.changed()
+        self._wake.set()  # STATUS= says paused at once

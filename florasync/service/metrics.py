@@ -185,7 +185,8 @@ class HealthState:
 
     Unhealthy when ``threads_ok()`` is false, when ``trouble()`` names a reason (the journal
     cannot be reached), when the last API answer refused the key, or when API requests have
-    failed for ``api_window_seconds`` without one success. Healthy at start,
+    failed for ``api_window_seconds`` without one success. Paused (issue 16) is healthy, and
+    the reason says so. Healthy at start,
     before any API traffic. Times are on ``clock`` (monotonic); ``check`` takes one explicitly.
     """
 
@@ -194,11 +195,13 @@ class HealthState:
         threads_ok: Callable[[], bool] = lambda: True,
         *,
         trouble: Callable[[], str | None] = lambda: None,
+        paused: Callable[[], str | None] = lambda: None,
         api_window_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threads_ok = threads_ok
         self.trouble = trouble
+        self.paused = paused
         self.api_window_seconds = api_window_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -237,6 +240,8 @@ class HealthState:
             return False, "a florasync thread has stopped"
         if (trouble := self.trouble()) is not None:
             return False, trouble
+        if (paused := self.paused()) is not None:
+            return True, f"paused: {paused}"  # healthy: it does what it was told
         with self._lock:
             if self._refused:
                 return False, self._reason
@@ -316,7 +321,7 @@ class MetricsServer:
             return 200, CONTENT_TYPE_METRICS, self.metrics.exposition()
         if route == "/healthz":
             healthy, reason = self.health()
-            body = "ok\n" if healthy else f"{reason}\n"
+            body = f"{reason}\n"  # "ok", "paused: ...", or what is wrong
             return (200 if healthy else 503), "text/plain; charset=utf-8", body.encode()
         return 404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n"
 

@@ -28,6 +28,7 @@ class Monitoring:
         listen: str | None,
         threads_ok: Callable[[], bool],
         trouble: Callable[[], str | None] = lambda: None,
+        paused: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._listen = listen
         self._server: metrics.MetricsServer | None = None
@@ -38,7 +39,7 @@ class Monitoring:
         from florasync.service import metrics
 
         self._metrics = metrics.Metrics()
-        self._health = metrics.HealthState(threads_ok, trouble=trouble)
+        self._health = metrics.HealthState(threads_ok, trouble=trouble, paused=paused)
         self.progress = self._metrics
         self.client_hooks = {"on_response": self._on_response, "on_retry": self._metrics.on_retry}
 
@@ -48,8 +49,9 @@ class Monitoring:
         cfg: config.Config,
         threads_ok: Callable[[], bool],
         trouble: Callable[[], str | None] = lambda: None,
+        paused: Callable[[], str | None] = lambda: None,
     ) -> Monitoring:
-        return cls(cfg.metrics.listen if cfg.metrics else None, threads_ok, trouble)
+        return cls(cfg.metrics.listen if cfg.metrics else None, threads_ok, trouble, paused)
 
     def start(self, pipeline: Pipeline) -> None:
         if self._listen is None:

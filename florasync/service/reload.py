@@ -16,7 +16,9 @@ from florasync.config import config, credentials
 from florasync.config.config import FolderConfig
 from florasync.flora.secret import Secret
 
-LIVE_KEYS = ("folders", "poll_interval_seconds", "rescan_interval_seconds")
+LIVE_KEYS = ("folders", "poll_interval_seconds", "rescan_interval_seconds", "bandwidth", "on_pause")
+"""Applied by a running daemon at once; every other changed key (``control`` among them) waits
+for a restart."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,8 @@ def read(path: Path, env: Mapping[str, str], running: config.Config) -> Reload:
 
 
 def live_settings(new: config.Config) -> dict[str, object]:
-    """What a reload applies at once: the folder list and the scan intervals."""
+    """What a reload applies at once: the folder list, the scan intervals, the bandwidth limit
+    and its timetable, and ``on_pause``."""
     return {key: getattr(new, key) for key in LIVE_KEYS}
 
 

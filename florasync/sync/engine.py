@@ -10,12 +10,15 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from florasync import errors
+from florasync.config.config import BandwidthConfig
 from florasync.config.runtime import Runtime
 from florasync.flora.secret import Secret
+from florasync.flora.throttle import Throttle
 from florasync.state.journal import opening
 from florasync.state.runlock import RunLock
 from florasync.sync import sweep
@@ -44,8 +47,14 @@ class Engine:
         progress: Progress | None = None,
         on_refused: Callable[[errors.CredentialsError], None] | None = None,
         client_hooks: Mapping[str, object] | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
+        """``throttle``: the bandwidth limit of every upload; by default one at the config's
+        rate now (``bandwidth.limit``, or its schedule's line in force at start). ``off`` is a
+        pause, which the daemon holds, so its throttle lets bytes go; the daemon changes
+        ``engine.throttle``'s rate live."""
         self.rt = rt
+        self.throttle = throttle if throttle is not None else _starting_throttle(rt.cfg.bandwidth)
         self._client_hooks = dict(client_hooks or {})
         self.stop: threading.Event = rt.stop
         rt.api_key()  # a missing key is a config error before anything else happens
@@ -139,6 +148,7 @@ class Engine:
             stop=self.stop,
             policy=self.rt.retry_policy(),
             gate=self.rt.gate,
+            throttle=self.throttle,
         )
         return Transfer(
             workspace_id=self.rt.cfg.workspace_id,
@@ -147,7 +157,7 @@ class Engine:
             journal=self.journal,
             stop=self.stop,
             processing_timeout=self.rt.cfg.complete_timeout_seconds,
-            on_bytes=self.pipeline.progress.sent,
+            on_bytes=self.pipeline.bytes_sent,
             adopter=self._adopter(self._client) if self.rt.cfg.adopt else None,
         )
 
@@ -169,3 +179,9 @@ class Engine:
             workspace_id=self.rt.cfg.workspace_id,
             max_bytes=self.rt.cfg.adopt_max_bytes,
         )
+
+
+def _starting_throttle(bandwidth: BandwidthConfig) -> Throttle:
+    """A throttle at the rate the config puts in force now (``off`` holds nothing here)."""
+    rate = bandwidth.rate_at(datetime.now().astimezone())
+    return Throttle(None if rate.off else rate.bytes_per_second)

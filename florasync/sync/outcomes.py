@@ -1,8 +1,9 @@
 """How files end: the outcome counts of a run, the failures it lists, one log line per file.
 
 Owns ``Summary`` (what ``run --scan`` prints and its exit code reads), the ``Progress`` protocol
-the pipeline reports to (a terminal line, metrics, or nothing) and the per-file log line whose
-``fields`` carry the same facts to JSON logs.
+the pipeline reports to (a terminal line, metrics, or nothing), the ``JobObserver`` that sees
+each job (the control page), and the per-file log line whose ``fields`` carry the same facts to
+JSON logs.
 """
 
 from __future__ import annotations
@@ -41,6 +42,27 @@ class NoProgress:
         pass
 
     def sent(self, size_bytes: int) -> None:
+        pass
+
+
+class JobObserver(Protocol):
+    """Who watches jobs one by one (the control page): a job starts on a worker thread, the
+    bytes that thread sends are that job's, and it ends with a result (None: it was parked or
+    stopped, to go on later)."""
+
+    def started(self, job: Job) -> None: ...
+    def sent(self, size_bytes: int) -> None: ...
+    def ended(self, job: Job, result: Result | None) -> None: ...
+
+
+class NoObserver:
+    def started(self, job: Job) -> None:
+        pass
+
+    def sent(self, size_bytes: int) -> None:
+        pass
+
+    def ended(self, job: Job, result: Result | None) -> None:
         pass
 
 

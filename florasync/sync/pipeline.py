@@ -37,7 +37,15 @@ from florasync.state.journal.records import FileEntry
 from florasync.state.journal.store import Journal
 from florasync.state.lifecycle import Failure
 from florasync.sync.lanes import Lanes
-from florasync.sync.outcomes import SYNCED, NoProgress, Progress, Summary, log_outcome
+from florasync.sync.outcomes import (
+    SYNCED,
+    JobObserver,
+    NoObserver,
+    NoProgress,
+    Progress,
+    Summary,
+    log_outcome,
+)
 from florasync.sync.projects import ProjectNames
 from florasync.sync.timers import IDLE_POLL_SECONDS, Timers
 from florasync.sync.transfer import Job, Outcome, Result, Transfer
@@ -127,6 +135,9 @@ class Pipeline:
         self.refused: errors.CredentialsError | None = None
         self._parked: list[tuple[Item, Job]] = []
         self.progress: Progress = progress or NoProgress()
+        self.observer: JobObserver = NoObserver()
+        self._held: str | None = None  # why requests to FLORA are held (a pause), if they are
+        self._cut_uploads = threading.Event()  # a pause with on_pause: stop cuts uploads off
         self._clock = clock
         # shallow fast lanes: a fresh file waits behind at most FAST_LANE others in each stage
         self._hash_q: Lanes[Item] = Lanes(max(64, workers * 16), FAST_LANE)
@@ -422,9 +433,13 @@ class Pipeline:
                     self._mutex.notify_all()
 
     def _take_job(self) -> tuple[Item, Job] | None:
-        """The next job: parked ones first once the key works again, then the queue."""
+        """The next job: parked ones first once the key works again, then the queue. While
+        requests are held (a pause) none: the queues fill and the hash stage waits on them."""
         while not self.stop.is_set() and not self._closing.is_set():
             with self._mutex:
+                if self._held is not None:
+                    self._mutex.wait(_POLL_SECONDS)
+                    continue
                 if self._parked and self.refused is None:
                     return self._parked.pop()
             entry = self._take(self._job_q, poll=True)
@@ -440,18 +455,59 @@ class Pipeline:
         self._job_q.wake(self._workers)
         return count
 
-    def _park(self, item: Item, job: Job, exc: errors.CredentialsError) -> None:
-        """Daemon mode: a refused key parks the job (no retry storm) until ``resume``."""
+    def hold(self, why: str, *, cut_uploads: bool = False) -> None:
+        """A pause: no new request goes to FLORA until ``release``. Jobs in flight finish, or
+        with ``cut_uploads`` an upload stops before its next piece (the journal's intent takes
+        it on after the release: the same path as a restart after kill -9)."""
         with self._mutex:
-            first = self.refused is None
-            self.refused = exc
+            self._held = why
+            if cut_uploads:
+                self._cut_uploads.set()
+            self._mutex.notify_all()
+
+    def release(self) -> None:
+        """The pause is over: workers take parked and queued jobs again."""
+        with self._mutex:
+            self._held = None
+            self._cut_uploads.clear()
+            self._mutex.notify_all()
+        self._job_q.wake(self._workers)
+
+    @property
+    def held(self) -> str | None:
+        """Why requests to FLORA are held now (a pause), or None."""
+        return self._held
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs a worker is running now (a pause lets them finish)."""
+        return self._busy
+
+    def bytes_sent(self, size_bytes: int) -> None:
+        """Bytes of the running job's upload left for the target (called on its worker thread).
+
+        Raises:
+            errors.PausedError: a pause with ``cut_uploads`` began: the piece is not sent.
+        """
+        if self._cut_uploads.is_set():
+            raise errors.PausedError("upload stopped by a pause; it goes on after the resume")
+        self.progress.sent(size_bytes)
+        self.observer.sent(size_bytes)
+
+    def _park(self, item: Item, job: Job, exc: errors.CredentialsError | None = None) -> None:
+        """Daemon mode: a refused key (``exc``) or a pause parks the job until ``resume`` or
+        ``release`` (no retry storm, no request)."""
+        with self._mutex:
+            first = exc is not None and self.refused is None
+            if exc is not None:
+                self.refused = exc
             self._parked.append((item, job))
-        if first and self._on_refused is not None:
+        if first and exc is not None and self._on_refused is not None:
             self._on_refused(exc)
 
     def _run_job(self, item: Item, job: Job) -> None:
-        if self.refused is not None:
-            self._park(item, job, self.refused)
+        if self.refused is not None or self._held is not None:
+            self._park(item, job, self.refused)  # a pause: taken just before it began
             return
         if self._clock() < self._paused_until:
             message = "uploads paused: FLORA answered 402"
@@ -467,7 +523,7 @@ class Pipeline:
                     # a fleet: one host a content at a time (free on SQLite)
                     self._journal.claim(self.workspace_id, job.digest, job.project_id)
                     try:
-                        result = self._transfer_for().run(job)
+                        result = self._observed_run(job)
                     finally:
                         self._journal.release(self.workspace_id, job.digest)
                 finally:
@@ -483,6 +539,10 @@ class Pipeline:
                 raise  # one-shot: fatal for the whole process (exit 3)
             self._park(item, job, exc)
             return
+        except errors.PausedError:
+            self.journal_back()
+            self._park(item, job)  # cut off by a pause: goes on after the release
+            return
         except errors.ProjectUnavailableError as exc:
             self._problem(item, exc.code, exc.message)
             return
@@ -493,6 +553,15 @@ class Pipeline:
         except errors.TransientError as exc:
             result = Result(Outcome.DEFERRED, None, exc.code or type(exc).__name__, str(exc))
         self._conclude(item, job, result, self._clock() - started, siblings=siblings)
+
+    def _observed_run(self, job: Job) -> Result:
+        self.observer.started(job)
+        result: Result | None = None
+        try:
+            result = self._transfer_for().run(job)
+            return result
+        finally:
+            self.observer.ended(job, result)
 
     def _elsewhere(self, item: Item, job: Job, exc: errors.FlorasyncError) -> None:
         """Another host of the fleet has the content (or took it over from us): look again

@@ -554,29 +554,42 @@ class Journal:
         )
         return {"assets": dict(assets.fetchall()), "links": dict(links.fetchall())}
 
-    def failures(self, workspace_id: str, limit: int) -> list[dict[str, Any]]:
+    def failures(self, workspace_id: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
         """The most recent failures (permanent, and transient ones still being retried)."""
         rows = self._conn().execute(
-            "SELECT path, project_id, code, message, at, permanent FROM ("
-            " SELECT f.path, f.project_id, f.problem_code AS code, f.problem_message AS message,"
-            "  f.problem_at AS at, 1 AS permanent FROM files f WHERE f.host_id = ?"
-            "  AND f.problem_code IS NOT NULL"
-            " UNION ALL"
-            " SELECT f.path, f.project_id, a.error_code, a.error_message, a.error_at,"
-            "  CASE WHEN a.state = 'failed' THEN 1 ELSE 0 END FROM files f JOIN assets a"
-            "  ON a.workspace_id = ? AND a.digest = f.digest"
-            "  WHERE f.host_id = ? AND a.error_code IS NOT NULL AND a.state != 'ready'"
-            " UNION ALL"
-            " SELECT f.path, f.project_id, l.error_code, l.error_message, l.error_at,"
-            "  CASE WHEN l.state = 'failed' THEN 1 ELSE 0 END FROM files f JOIN links l"
-            "  ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
-            "  WHERE f.host_id = ? AND l.error_code IS NOT NULL"
-            "  AND l.state NOT IN ('attached', 'removed_in_flora')"
-            ") AS failures ORDER BY at DESC LIMIT ?",
-            (self.host_id, workspace_id, self.host_id, workspace_id, self.host_id, limit),
+            f"SELECT path, project_id, code, message, at, permanent FROM ({_FAILURES})"
+            " AS failures ORDER BY at DESC, path LIMIT ? OFFSET ?",
+            (self.host_id, workspace_id, self.host_id, workspace_id, self.host_id, limit, offset),
         )
         keys = ("path", "project_id", "code", "message", "at", "permanent")
         return [dict(zip(keys, r, strict=True)) | {"permanent": bool(r[5])} for r in rows]
+
+    def failure_count(self, workspace_id: str) -> int:
+        """How many rows ``failures`` has in all (the control API pages through them)."""
+        row = self._conn().execute(
+            f"SELECT count(*) FROM ({_FAILURES}) AS failures",
+            (self.host_id, workspace_id, self.host_id, workspace_id, self.host_id),
+        )
+        return int(row.fetchone()[0])
+
+    def synced_files(self, workspace_id: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+        """This host's files attached in FLORA, the most recently attached first."""
+        rows = self._conn().execute(
+            "SELECT f.path, f.project_id, a.asset_id, l.updated_at, f.size_bytes FROM files f"
+            f" {_SYNCED_JOIN} WHERE f.host_id = ? AND f.problem_code IS NULL"
+            " AND l.state = 'attached' ORDER BY l.updated_at DESC, f.path LIMIT ? OFFSET ?",
+            (workspace_id, workspace_id, self.host_id, limit, offset),
+        )
+        keys = ("path", "project_id", "asset_id", "at", "size_bytes")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def synced_count(self, workspace_id: str) -> int:
+        row = self._conn().execute(
+            f"SELECT count(*) FROM files f {_SYNCED_JOIN} WHERE f.host_id = ?"
+            " AND f.problem_code IS NULL AND l.state = 'attached'",
+            (workspace_id, workspace_id, self.host_id),
+        )
+        return int(row.fetchone()[0])
 
     def reset_failed(self, workspace_id: str, paths: list[str] | None) -> list[str]:
         """Put failed files (all, or the given paths) back in the queue; return their paths."""
@@ -818,6 +831,30 @@ _KNOWN_FILES = (
 _FILE_COLS = (
     "host_id, path, folder_id, relpath, folder, project_id, dir, name, dev, ino, size_bytes,"
     " mtime_ns, ctime_ns, digest, problem_code, problem_message, problem_at, updated_at"
+)
+
+
+# every failure of this host: a file refused or failed locally, its asset or its link failed
+# (permanent) or erring and retried; parameters: host, workspace, host, workspace, host
+_FAILURES = (
+    " SELECT f.path, f.project_id, f.problem_code AS code, f.problem_message AS message,"
+    "  f.problem_at AS at, 1 AS permanent FROM files f WHERE f.host_id = ?"
+    "  AND f.problem_code IS NOT NULL"
+    " UNION ALL"
+    " SELECT f.path, f.project_id, a.error_code, a.error_message, a.error_at,"
+    "  CASE WHEN a.state = 'failed' THEN 1 ELSE 0 END FROM files f JOIN assets a"
+    "  ON a.workspace_id = ? AND a.digest = f.digest"
+    "  WHERE f.host_id = ? AND a.error_code IS NOT NULL AND a.state != 'ready'"
+    " UNION ALL"
+    " SELECT f.path, f.project_id, l.error_code, l.error_message, l.error_at,"
+    "  CASE WHEN l.state = 'failed' THEN 1 ELSE 0 END FROM files f JOIN links l"
+    "  ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
+    "  WHERE f.host_id = ? AND l.error_code IS NOT NULL"
+    "  AND l.state NOT IN ('attached', 'removed_in_flora')"
+)
+_SYNCED_JOIN = (
+    "JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
+    " JOIN links l ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
 )
 
 
