@@ -12,7 +12,10 @@ from florasync.sandbox import Sandbox
 
 from .helpers import run_cli, write_config
 
-COMMANDS = ["run", "check", "status", "retry", "projects", "sandbox", "demo", "journal"]
+COMMANDS = [
+    *("run", "check", "status", "retry", "projects", "sandbox", "demo", "journal"),
+    *("pause", "resume", "verify"),
+]
 
 
 def _config(tmp_path: Path, sb: Sandbox, **extra: Any) -> Path:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
+import ssl
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,14 @@ import pytest
 
 from .controlenv import Control
 from .daemonenv import running, synced
-from .helpers import assert_exactly_once, free_port, healthz, sha256_of, wait_until
+from .helpers import (
+    assert_exactly_once,
+    free_port,
+    healthz,
+    run_cli,
+    sha256_of,
+    wait_until,
+)
 from .syncenv import SyncEnv
 
 CONTROL = {"listen": "127.0.0.1:0"}
@@ -306,6 +316,15 @@ def test_sigterm_while_paused_exits_cleanly_and_stays_paused(env: SyncEnv, tmp_p
     assert json.loads((env.state_dir / "pause.json").read_text())["until"] is None
 
 
+def _plain_get(port: int) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/api/v1/status")
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
 def _first_snapshot(control: Control) -> dict[str, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", control.port, timeout=20)
     conn.request("GET", "/api/v1/stream", headers={"Host": control.host})
@@ -386,3 +405,112 @@ def test_on_pause_finish_lets_the_upload_in_flight_end(env: SyncEnv, tmp_path: P
         control.post("resume")
         wait_until(lambda: synced(env, held, env.projects[1]))
     assert_exactly_once(env.sb.state(), env.expected())
+
+
+def test_an_off_window_of_the_timetable_pauses_until_the_api_lifts_it(
+    env: SyncEnv, tmp_path: Path
+) -> None:
+    """A schedule that is `off` now: paused by the schedule, nothing sent; a limit set through
+    the API overrides it and the files go."""
+    env.write_config(control=CONTROL, bandwidth={"schedule": ["Mon-Sun 00:00-24:00 off"]})
+    waiting = env.add(0, "waiting.png")
+    with running(env, tmp_path):
+        control = Control.of(env.state_dir)
+        status = wait_until(lambda: (s := control.get("status"))["queue"]["outstanding"] >= 1 and s)
+        assert status["paused"]["by"] == "schedule"
+        assert status["bandwidth"]["source"] == "schedule"
+        assert _requests(env) == 0
+        scan = env.cli("run", "--scan")
+        assert scan.returncode == 0
+        assert "paused by the bandwidth schedule" in scan.stderr
+        assert _requests(env) == 0
+        control.post("bandwidth", {"limit": "50MiB/s"})
+        wait_until(lambda: synced(env, waiting), message="the file once the API lifted it")
+    assert_exactly_once(env.sb.state(), env.expected())
+
+
+def test_sighup_changes_the_limit_live(env: SyncEnv, tmp_path: Path) -> None:
+    """A new `bandwidth.limit` in the config takes effect on SIGHUP, without a restart."""
+    env.write_config(control=CONTROL, bandwidth={"limit": "4MiB/s"})
+    with running(env, tmp_path) as daemon:
+        control = Control.of(env.state_dir)
+        assert control.get("status")["bandwidth"]["limit_bytes_per_second"] == 4 << 20
+        env.write_config(control=CONTROL, bandwidth={"limit": "300KiB/s"})
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: control.get("status")["bandwidth"]["limit_bytes_per_second"] == 300 << 10,
+            message="the new limit",
+        )
+
+
+def test_status_watch_follows_the_daemon_until_ctrl_c(env: SyncEnv, tmp_path: Path) -> None:
+    """`status --watch` redraws the daemon's state; Ctrl-C ends it with exit 0."""
+    env.write_config(control=CONTROL)
+    env.add(0, "seen.png")
+    with running(env, tmp_path):
+        Control.of(env.state_dir)
+        watcher = env.popen("status", "--watch")
+        assert watcher.stdout is not None
+        lines: list[str] = []
+        wait_until(
+            lambda: lines.append(watcher.stdout.readline()) or "1 synced" in "".join(lines),
+            message="the watch screen",
+        )
+        watcher.send_signal(signal.SIGINT)
+        rest, errors = watcher.communicate(timeout=10)
+    screen = "".join(lines) + rest
+    assert "Traceback" not in errors
+    assert watcher.returncode == 0
+    assert "syncing" in screen
+    assert f"folder:    {env.folders[0]} (armed): 1 synced" in screen
+
+
+def test_pause_for_a_bad_duration_is_a_usage_error(env: SyncEnv) -> None:
+    """`pause --for soon`: exit 2 naming --for, nothing recorded."""
+    result = env.cli("pause", "--for", "soon")
+    assert result.returncode == 2
+    assert "--for" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (env.state_dir / "pause.json").exists()
+
+
+def test_tls_listener_serves_https_only(env: SyncEnv, tmp_path: Path) -> None:
+    """With control.tls the listener speaks HTTPS (the CLI trusts the configured certificate);
+    plain HTTP gets nothing."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env.write_config(control={"listen": "127.0.0.1:0", "tls": {"cert": str(cert), "key": str(key)}})
+    with running(env, tmp_path):
+        found = wait_until((env.state_dir / "control.json").exists)
+        assert found
+        url = json.loads((env.state_dir / "control.json").read_text())["url"]
+        assert url.startswith("https://127.0.0.1:")
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        context = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        conn.request("GET", "/api/v1/status")
+        answer = conn.getresponse()
+        assert answer.status == 200
+        assert json.loads(answer.read())["api"] == 1
+        conn.close()
+        with pytest.raises((http.client.HTTPException, OSError)):
+            _plain_get(port)
+        paused = env.cli("pause", "--for", "1m")
+        assert paused.returncode == 0, paused.stderr
+        assert "the daemon at https://" in paused.stdout
+
+
+def test_demo_ends_with_the_page_url(tmp_path: Path) -> None:
+    """`florasync demo` prints the control page's URL and its token, and exits 0."""
+    result = run_cli("demo", "--files", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "control page: http://127.0.0.1:" in result.stdout
+    assert "token for Pause/Retry: " in result.stdout

@@ -115,7 +115,7 @@ class ControlServer:
             daemon=True,
         )
         self._thread.start()
-        log.info("control page on %s", self.url)
+        log.debug("control listener on %s", self.url)
         return self
 
     def stop(self) -> None:
