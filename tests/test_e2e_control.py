@@ -514,3 +514,20 @@ def test_demo_ends_with_the_page_url(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "control page: http://127.0.0.1:" in result.stdout
     assert "token for Pause/Retry: " in result.stdout
+
+
+def test_many_requests_leave_no_descriptor_behind(env: SyncEnv, tmp_path: Path) -> None:
+    """Each request runs on a thread of its own: none may leave a journal connection open
+    (`status --watch` asks twice a second for hours)."""
+    env.write_config(control=CONTROL)
+    with running(env, tmp_path) as daemon:
+        control = Control.of(env.state_dir)
+        fds = Path(f"/proc/{daemon.proc.pid}/fd")
+        for _ in range(20):
+            control.get("files?state=failed")
+        before = len(list(fds.iterdir()))
+        for _ in range(200):
+            control.get("status")
+            control.get("files?state=synced")
+        after = len(list(fds.iterdir()))
+    assert after - before < 10, f"{after - before} descriptors more after 400 requests"

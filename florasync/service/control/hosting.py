@@ -36,6 +36,7 @@ class Hosting:
             host,
             int(port),
             tls=tls_files,
+            request_done=source.journal.drop_reader,
         )
 
     def start(self) -> str:

@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -69,8 +70,10 @@ class ControlServer:
         port: int,
         *,
         tls: tuple[Path, Path] | None = None,
+        request_done: Callable[[], None] = lambda: None,
     ) -> None:
         self.api = api
+        self.request_done = request_done  # on the request's thread, once it is answered
         self.feed = feed
         self._gatekeeper_for = gatekeeper_for  # port -> Gatekeeper (the port is known on bind)
         self.gatekeeper: Gatekeeper | None = None
@@ -147,7 +150,7 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         thread = threading.Thread(
-            target=self.process_request_thread,
+            target=self._process_then_clean_up,
             args=(request, client_address),
             name="florasync-control-request",
             daemon=True,
@@ -156,6 +159,12 @@ class _Server(ThreadingHTTPServer):
             self._handlers = {t for t in self._handlers if t.is_alive()}
             self._handlers.add(thread)
         thread.start()
+
+    def _process_then_clean_up(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            self.control.request_done()
 
     def join_handlers(self, timeout: float) -> None:
         with self._handlers_lock:

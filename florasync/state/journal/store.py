@@ -784,6 +784,17 @@ class Journal:
 
     # -- connections and schema ---------------------------------------------------------------
 
+    def drop_reader(self) -> None:
+        """Close this thread's reading connection (a short-lived thread, such as a control API
+        request's, must not leave one behind per request)."""
+        conn: Conn | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            self._all = [c for c in self._all if c is not conn]
+        conn.close()
+
     def _conn(self) -> Conn:
         """This thread's reading connection (readers never wait for the writer)."""
         conn: Conn | None = getattr(self._local, "conn", None)
