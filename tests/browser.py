@@ -173,13 +173,19 @@ class ControlPage:
         """Save a PNG of the page as the browser shows it (``full_page``: all of it, not only
         what the window shows); return its size in bytes."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        if full_page:
-            shot = self.driver.execute_cdp_cmd(
-                "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
-            )
-            path.write_bytes(base64.b64decode(shot["data"]))
-        else:
+        if not full_page:
             assert self.driver.save_screenshot(str(path)), f"no screenshot written to {path}"
+            return path.stat().st_size
+        width, height = self.driver.execute_script(
+            "return [window.innerWidth, document.documentElement.scrollHeight]"
+        )
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        try:
+            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+        finally:
+            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        path.write_bytes(base64.b64decode(shot["data"]))
         return path.stat().st_size
 
 

@@ -32,6 +32,7 @@ from .helpers import (
     free_port,
     sha256_of,
     wait_until,
+    write_file,
 )
 from .syncenv import SyncEnv
 
@@ -39,6 +40,9 @@ SETTLE_SECONDS = 0.2
 QUIET_SECONDS = 1.0  # how long a paused daemon is watched for requests it must not send
 SMALL_LIMIT_BYTES = 100_000  # the sandbox refuses images larger than this, when asked to
 SCREENSHOT_MIN_BYTES = 20_000
+MARKUP_NAME = "<img src=x onerror=window.pwned=1>"
+LIVELY_FOLDERS = ("moodboards", "campaigns", "renders")
+LIVELY_SIZES = (48_000, 21_000, 95_000, 33_000, 62_000, 27_000, 80_000)
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +70,7 @@ def control_page(
             url, token = control_endpoint(env.state_dir)
             yield ControlPage(driver, url, token).open(), daemon
     finally:
-        # Left only once the daemon has stopped: a page gone first leaves the browser's idle
-        # keep-alive connection open, and the daemon's stop waits out its 10 s read timeout.
-        driver.get("about:blank")
+        driver.get("about:blank")  # after the daemon stopped: the page saw it go
 
 
 def control_endpoint(state_dir: Path) -> tuple[str, str]:
@@ -113,16 +115,18 @@ def save_screenshot(page: ControlPage, path: Path, *, full_page: bool = False) -
 def test_synced_files_show_with_their_flora_asset_links(
     env: SyncEnv, tmp_path: Path, driver: webdriver.Chrome
 ) -> None:
-    """Files synced by the daemon are listed with links to their own FLORA assets, and each
-    folder shows its project, its watch and its count."""
+    """Files synced by the daemon are listed with links to their own FLORA assets (a name
+    written in HTML shown as text), and each folder shows its project, its watch and its
+    count."""
+    marked_up = f"{MARKUP_NAME}.png"
     files = {
         env.add(0, "moodboard-01.png"): env.projects[0],
-        env.add(0, "moodboard-02.png"): env.projects[0],
+        env.add(0, marked_up): env.projects[0],
         env.add(1, "shot-01.png"): env.projects[1],
     }
     with control_page(env, tmp_path, driver) as (page, _):
         wait_until(lambda: shows_synced(page, *files), message="three synced rows")
-        links = {row["path"]: row["href"] for row in page.rows("synced-row")}
+        rows = {row["path"]: row for row in page.rows("synced-row")}
         wait_until(
             lambda: {r["path"]: r["text"] for r in page.rows("folder-row")}.get(
                 str(env.folders[0]), ""
@@ -130,11 +134,16 @@ def test_synced_files_show_with_their_flora_asset_links(
             message="the first folder's count",
         )
         folders = {row["path"]: row["text"] for row in page.rows("folder-row")}
+        injected = driver.execute_script(
+            "return [document.querySelectorAll('main img').length, window.pwned === undefined]"
+        )
         save_screenshot(page, tmp_path / "synced.png")
         assert page.errors() == []  # no exception, nothing the page's CSP refused
+    assert marked_up in rows[str(env.folders[0] / marked_up)]["text"]
+    assert injected == [0, True], "a file name became markup"
     assets = ready_assets(env)
     for path in files:
-        assert links[str(path)].rstrip("/").rsplit("/", 1)[-1] == assets[sha256_of(path)]
+        assert rows[str(path)]["href"].rstrip("/").rsplit("/", 1)[-1] == assets[sha256_of(path)]
     for folder, project in zip(env.folders, env.projects, strict=True):
         assert project in folders[str(folder)]
         assert "armed" in folders[str(folder)]
@@ -276,24 +285,25 @@ def test_a_lively_page_shows_an_upload_in_flight_and_the_limit(
 ) -> None:
     """With three folders, synced files, a failure and a large file under a bandwidth limit,
     the upload's progress bar grows and the limit in force is shown."""
-    renders = tmp_path / "renders"
+    moodboards, campaigns, renders = (tmp_path / "FLORA" / n for n in LIVELY_FOLDERS)
     folders = [
-        {"path": str(env.folders[0]), "project_id": env.projects[0]},
-        {"path": str(env.folders[1]), "project_id": env.projects[1]},
+        {"path": str(moodboards), "project_id": env.projects[0]},
+        {"path": str(campaigns), "project_id": env.projects[1]},
         {"path": str(renders), "project": {"name": "Renders", "create": True}},
     ]
-    renders.mkdir()
     env.sb.faults.update(max_image_bytes=SMALL_LIMIT_BYTES)
-    small = [env.add(n % 2, f"look-{n:02d}.png", size=20_000 + n * 7_000) for n in range(6)]
-    with control_page(env, tmp_path, driver, folders=folders, bandwidth={"limit": "256KiB/s"}) as (
-        page,
-        _,
-    ):
+    small = [(moodboards, campaigns)[n % 2] / f"look-{n:02d}.png" for n in range(len(LIVELY_SIZES))]
+    for seed, (path, size) in enumerate(zip(small, LIVELY_SIZES, strict=True)):
+        write_file(path, size, seed=seed)
+    renders.mkdir()
+    limited = {"limit": "256KiB/s"}
+    with control_page(env, tmp_path, driver, folders=folders, bandwidth=limited) as (page, _):
         wait_until(lambda: shows_synced(page, *small), message="the small files synced")
-        refused = env.add(1, "wall-scan-600dpi.png", size=2 * SMALL_LIMIT_BYTES)
+        refused = campaigns / "wall-scan-600dpi.png"
+        write_file(refused, 2 * SMALL_LIMIT_BYTES, seed=100)
         wait_until(lambda: page.row_paths("failure-row") == {str(refused)}, message="failure")
         turntable = renders / "turntable.mp4"
-        turntable.write_bytes(os.urandom(3 * 1024 * 512))
+        write_file(turntable, 3 * 512 * 1024, seed=101)  # 6 s at the limit
         wait_until(lambda: _progress(page, turntable) > 0.05, message="the upload under way")
         first = _progress(page, turntable)
         wait_until(lambda: _progress(page, turntable) > first, message="the progress bar grows")

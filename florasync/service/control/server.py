@@ -8,6 +8,7 @@ elsewhere. Routing lives in ``api``, shapes in ``report``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -133,6 +134,7 @@ class ControlServer:
             server.shutdown()
             thread.join()
         server.server_close()
+        server.close_connections()
         server.join_handlers(_HANDLER_TIMEOUT_SECONDS)
 
 
@@ -145,6 +147,7 @@ class _Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.control = control
         self._handlers: set[threading.Thread] = set()
+        self._open: set[socket.socket] = set()  # connections being served, idle keep-alive too
         self._handlers_lock = threading.Lock()
         super().__init__(address, _Handler)
 
@@ -158,13 +161,25 @@ class _Server(ThreadingHTTPServer):
         with self._handlers_lock:
             self._handlers = {t for t in self._handlers if t.is_alive()}
             self._handlers.add(thread)
+            self._open.add(request)
         thread.start()
 
     def _process_then_clean_up(self, request: Any, client_address: Any) -> None:
         try:
             self.process_request_thread(request, client_address)
         finally:
+            with self._handlers_lock:
+                self._open.discard(request)
             self.control.request_done()
+
+    def close_connections(self) -> None:
+        """End every connection now: a browser keeps idle ones open, which would otherwise
+        hold ``stop`` for the handler's timeout."""
+        with self._handlers_lock:
+            connections = list(self._open)
+        for conn in connections:
+            with contextlib.suppress(OSError):  # already closed by the other side
+                conn.shutdown(socket.SHUT_RDWR)
 
     def join_handlers(self, timeout: float) -> None:
         with self._handlers_lock:

@@ -122,7 +122,9 @@ function updateButtons() {
   const live = byId("connection").dataset.state === "live";
   byId("pause").disabled = !live;
   byId("resume").disabled = !live;
-  const failed = page.snapshot ? count((page.snapshot.status || {}).totals, "failed") : 0;
+  const snapshot = page.snapshot || {};
+  const failed = Math.max(count((snapshot.status || {}).totals, "failed"),
+    (snapshot.failures || []).length);
   byId("retry-all").disabled = !live || failed === 0;
 }
 

@@ -17,7 +17,9 @@ export function renderLists(snapshot) {
   const status = snapshot.status || {};
   renderFolders(status.folders || []);
   renderTransfers(snapshot.transfers || []);
-  renderFailures(snapshot.failures || [], count(status.totals, "failed"));
+  // the totals are counted every few seconds, the list is read each time: the larger is newer
+  const failures = snapshot.failures || [];
+  renderFailures(failures, Math.max(failures.length, count(status.totals, "failed")));
   renderSynced(snapshot.recent || []);
   renderEvents(snapshot.events || []);
 }
@@ -31,7 +33,7 @@ function buildFolder() {
   const row = make("li", "row folder");
   row.dataset.testid = "folder-row";
   const main = make("div", "row-main");
-  main.append(make("span", "path"), make("span", "project muted"), make("span", "counts"));
+  main.append(pathLabel(), make("span", "project muted"), make("span", "counts"));
   const side = make("div", "row-side");
   const rescan = make("button", "small", "Rescan");
   rescan.type = "button";
@@ -44,7 +46,7 @@ function buildFolder() {
 
 function updateFolder(row, folder) {
   row.dataset.path = folder.path;
-  setText(row.querySelector(".path"), folder.path);
+  setFolderPath(row, folder.path);
   setText(row.querySelector(".project"), describeProject(folder));
   const watch = row.querySelector(".watch");
   watch.dataset.watch = folder.watch || "unknown";
@@ -187,7 +189,7 @@ function buildSynced() {
   row.dataset.testid = "synced-row";
   const main = make("div", "row-main");
   main.append(pathLabel(), make("span", "meta muted"));
-  const link = make("a", "asset-link", "Open in FLORA");
+  const link = make("a", "asset-link", "Asset in FLORA");
   link.dataset.testid = "asset-link";
   link.target = "_blank";
   link.rel = "noopener noreferrer";
@@ -251,6 +253,15 @@ function setPath(row, path) {
   const cut = text.lastIndexOf("/") + 1;
   setText(row.querySelector(".path .name"), text.slice(cut) || text);
   setText(row.querySelector(".path .dir"), cut ? shortDir(text.slice(0, cut)) : "");
+  row.querySelector(".path").title = text;
+}
+
+/** A folder's own name first, then where it is. */
+function setFolderPath(row, path) {
+  const text = String(path || "").replace(/\/+$/, "") || "/";
+  const cut = text.lastIndexOf("/") + 1;
+  setText(row.querySelector(".path .name"), text.slice(cut) || text);
+  setText(row.querySelector(".path .dir"), text.slice(0, cut));
   row.querySelector(".path").title = text;
 }
 
