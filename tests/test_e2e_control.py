@@ -450,12 +450,15 @@ def test_status_watch_follows_the_daemon_until_ctrl_c(env: SyncEnv, tmp_path: Pa
     with running(env, tmp_path):
         Control.of(env.state_dir)
         watcher = env.popen("status", "--watch")
-        assert watcher.stdout is not None
+        out = watcher.stdout
+        assert out is not None
         lines: list[str] = []
-        wait_until(
-            lambda: lines.append(watcher.stdout.readline()) or "1 synced" in "".join(lines),
-            message="the watch screen",
-        )
+
+        def screen_shows_the_file() -> bool:
+            lines.append(out.readline())
+            return "1 synced" in "".join(lines)
+
+        wait_until(screen_shows_the_file, message="the watch screen")
         watcher.send_signal(signal.SIGINT)
         rest, errors = watcher.communicate(timeout=10)
     screen = "".join(lines) + rest
