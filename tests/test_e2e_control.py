@@ -534,3 +534,26 @@ def test_many_requests_leave_no_descriptor_behind(env: SyncEnv, tmp_path: Path) 
             control.get("files?state=synced")
         after = len(list(fds.iterdir()))
     assert after - before < 10, f"{after - before} descriptors more after 400 requests"
+
+
+def test_files_by_state_lists_skipped_ones_with_their_reason(env: SyncEnv, tmp_path: Path) -> None:
+    """A symlink that leads out of the folder is skipped, listed with the policy's reason, and
+    its target never reaches FLORA."""
+    env.write_config(control=CONTROL)
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"not for FLORA" * 100)
+    (env.folders[0] / "escape.png").symlink_to(outside)
+    kept = env.add(0, "kept.png")
+    with running(env, tmp_path):
+        control = Control.of(env.state_dir)
+        wait_until(lambda: synced(env, kept))
+        skipped = wait_until(
+            lambda: control.get("files?state=skipped")["files"], message="the skipped file"
+        )
+        pending = control.get("files?state=pending")
+    assert [f["path"] for f in skipped] == [str(env.folders[0] / "escape.png")]
+    assert skipped[0]["code"]
+    assert skipped[0]["message"]
+    assert pending["total"] == 0
+    assert all(a["name"] != "outside.png" for a in env.sb.state()["assets"])
+    assert len(env.sb.state()["assets"]) == 1

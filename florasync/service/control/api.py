@@ -89,7 +89,13 @@ class Api:
             return self.report.failures(offset, limit)
         if state == "synced":
             return self.report.synced(offset, limit)
-        raise BadRequest(400, "bad_state", f"state must be failed or synced (got {state!r})")
+        if state in ("pending", "skipped", "removed"):
+            return self.report.in_state(state, offset, limit)
+        raise BadRequest(
+            400,
+            "bad_state",
+            f"state must be failed, synced, pending, skipped or removed (got {state!r})",
+        )
 
     # -- changes ------------------------------------------------------------------------------
 

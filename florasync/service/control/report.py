@@ -103,6 +103,13 @@ class Report:
         total = journal.synced_count(ws)
         return {"files": rows, "offset": offset, "limit": limit, "total": total}
 
+    def in_state(self, state: str, offset: int, limit: int) -> dict[str, Any]:
+        """Pending, skipped (the folder's policy refused them) or removed in FLORA."""
+        journal, ws = self._src.journal, self._src.rt.cfg.workspace_id
+        rows, total = journal.files_in_state(ws, state, limit, offset)
+        files = [r | {"at": iso(r["at"])} for r in rows]
+        return {"files": files, "offset": offset, "limit": limit, "total": total}
+
     def events(self, limit: int) -> list[dict[str, Any]]:
         return [e | {"at": iso(e["at"])} for e in self._src.journal.recent_events(limit)]
 

@@ -527,19 +527,34 @@ class Journal:
         (its node was removed in FLORA: a tombstone, issue 15)."""
         policy = sorted(admission.POLICY_CODES)
         rows = self._conn().execute(
-            "SELECT f.folder, f.project_id, CASE"
-            f" WHEN f.problem_code IN ({', '.join('?' * len(policy))}) THEN 'skipped'"
-            " WHEN f.problem_code IS NOT NULL THEN 'failed'"
-            " WHEN l.state = 'attached' THEN 'synced'"
-            " WHEN l.state = 'removed_in_flora' THEN 'removed'"
-            " WHEN l.state = 'failed' OR a.state = 'failed' THEN 'failed'"
-            " ELSE 'pending' END AS st, count(*) FROM files f"
-            " LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
-            " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
-            " AND l.project_id = f.project_id WHERE f.host_id = ? GROUP BY 1, 2, 3 ORDER BY 1, 3",
+            f"SELECT f.folder, f.project_id, {_file_state(len(policy))} AS st, count(*)"
+            f" FROM files f {_STATE_JOIN} WHERE f.host_id = ? GROUP BY 1, 2, 3 ORDER BY 1, 3",
             (*policy, workspace_id, workspace_id, self.host_id),
         )
         return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def files_in_state(
+        self, workspace_id: str, state: str, limit: int, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """This host's files in one of ``file_counts``' states, by path, with the reason a
+        skipped one was refused; and how many there are in all."""
+        policy = sorted(admission.POLICY_CODES)
+        inner = (
+            f"SELECT f.path, f.project_id, f.problem_code AS code, f.problem_message AS message,"
+            f" f.updated_at AS at, {_file_state(len(policy))} AS st"
+            f" FROM files f {_STATE_JOIN} WHERE f.host_id = ?"
+        )
+        params = (*policy, workspace_id, workspace_id, self.host_id, state)
+        conn = self._conn()
+        rows = conn.execute(
+            f"SELECT path, project_id, code, message, at FROM ({inner}) AS t WHERE st = ?"
+            " ORDER BY path LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        keys = ("path", "project_id", "code", "message", "at")
+        found = [dict(zip(keys, r, strict=True)) for r in rows]
+        total = conn.execute(f"SELECT count(*) FROM ({inner}) AS t WHERE st = ?", params)
+        return found, int(total.fetchone()[0])
 
     def step_counts(self, workspace_id: str) -> dict[str, dict[str, int]]:
         """How many assets and links are in each lifecycle state."""
@@ -863,6 +878,25 @@ _FAILURES = (
     "  WHERE f.host_id = ? AND l.error_code IS NOT NULL"
     "  AND l.state NOT IN ('attached', 'removed_in_flora')"
 )
+_STATE_JOIN = (
+    "LEFT JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
+    " LEFT JOIN links l ON l.workspace_id = ? AND l.digest = f.digest"
+    " AND l.project_id = f.project_id"
+)
+
+
+def _file_state(policy_codes: int) -> str:
+    """A file's state for ``status``: its first parameters are the policy refusal codes."""
+    return (
+        f"CASE WHEN f.problem_code IN ({', '.join('?' * policy_codes)}) THEN 'skipped'"
+        " WHEN f.problem_code IS NOT NULL THEN 'failed'"
+        " WHEN l.state = 'attached' THEN 'synced'"
+        " WHEN l.state = 'removed_in_flora' THEN 'removed'"
+        " WHEN l.state = 'failed' OR a.state = 'failed' THEN 'failed'"
+        " ELSE 'pending' END"
+    )
+
+
 _SYNCED_JOIN = (
     "JOIN assets a ON a.workspace_id = ? AND a.digest = f.digest"
     " JOIN links l ON l.workspace_id = ? AND l.digest = f.digest AND l.project_id = f.project_id"
