@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 import platform
-import socket
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +29,7 @@ from prometheus_client import (
 
 from florasync import __version__, errors
 from florasync.flora import urls
+from florasync.service.serving import TrackingServer
 from florasync.sync.transfer import Outcome
 
 log = logging.getLogger(__name__)
@@ -337,38 +337,16 @@ class MetricsServer:
         self.stop()
 
 
-class _Server(ThreadingHTTPServer):
-    """A threading HTTP server that keeps its request threads, so ``stop`` can join them."""
+class _Server(TrackingServer):
+    """Keeps its request threads, so ``stop`` can join them."""
 
-    daemon_threads = True  # a stuck scraper never keeps the process from exiting
+    thread_name = "florasync-metrics-request"
 
     def __init__(
         self, address: tuple[str, int], respond: Callable[[str], tuple[int, str, bytes]]
     ) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         self.respond = respond
-        self._handlers: set[threading.Thread] = set()
-        self._handlers_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(
-            target=self.process_request_thread,
-            args=(request, client_address),
-            name="florasync-metrics-request",
-            daemon=self.daemon_threads,
-        )
-        with self._handlers_lock:
-            self._handlers = {t for t in self._handlers if t.is_alive()}
-            self._handlers.add(thread)
-        thread.start()
-
-    def join_handlers(self, timeout: float) -> None:
-        with self._handlers_lock:
-            threads, self._handlers = self._handlers, set()
-        for thread in threads:
-            thread.join(timeout)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver calls this from inside its except block, so exc_info is the error

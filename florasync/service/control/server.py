@@ -8,14 +8,12 @@ elsewhere. Routing lives in ``api``, shapes in ``report``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
 import ssl
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from florasync import errors
 from florasync.service.control.access import Gatekeeper
 from florasync.service.control.api import MAX_BODY_BYTES, PREFIX, Api
 from florasync.service.control.feed import Feed
+from florasync.service.serving import TrackingServer
 
 log = logging.getLogger(__name__)
 
@@ -138,54 +137,15 @@ class ControlServer:
         server.join_handlers(_HANDLER_TIMEOUT_SECONDS)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
+class _Server(TrackingServer):
+    thread_name = "florasync-control-request"
 
     def __init__(self, address: tuple[str, int], control: ControlServer) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         self.control = control
-        self._handlers: set[threading.Thread] = set()
-        self._open: set[socket.socket] = set()  # connections being served, idle keep-alive too
-        self._handlers_lock = threading.Lock()
         super().__init__(address, _Handler)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(
-            target=self._process_then_clean_up,
-            args=(request, client_address),
-            name="florasync-control-request",
-            daemon=True,
-        )
-        with self._handlers_lock:
-            self._handlers = {t for t in self._handlers if t.is_alive()}
-            self._handlers.add(thread)
-            self._open.add(request)
-        thread.start()
-
-    def _process_then_clean_up(self, request: Any, client_address: Any) -> None:
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            with self._handlers_lock:
-                self._open.discard(request)
-            self.control.request_done()
-
-    def close_connections(self) -> None:
-        """End every connection now: a browser keeps idle ones open, which would otherwise
-        hold ``stop`` for the handler's timeout."""
-        with self._handlers_lock:
-            connections = list(self._open)
-        for conn in connections:
-            with contextlib.suppress(OSError):  # already closed by the other side
-                conn.shutdown(socket.SHUT_RDWR)
-
-    def join_handlers(self, timeout: float) -> None:
-        with self._handlers_lock:
-            threads, self._handlers = self._handlers, set()
-        for thread in threads:
-            thread.join(timeout)
+    def request_done(self) -> None:
+        self.control.request_done()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("control request from %s failed", client_address, exc_info=True)  # noqa: LOG014
