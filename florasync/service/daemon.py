@@ -35,7 +35,7 @@ from florasync.service.control.feed import Feed
 from florasync.service.control.hosting import Hosting
 from florasync.service.monitoring import Monitoring
 from florasync.service.steering import Steering
-from florasync.service.sweeper import Sweeper
+from florasync.service.sweeper import ROUTINE, Sweeper
 from florasync.service.systemd import Notifier
 from florasync.state.journal import opening
 from florasync.state.journal.store import Journal
@@ -517,8 +517,11 @@ class Daemon:
         return self.is_healthy(), self._trouble()
 
     def watch_states(self) -> dict[str, str]:
-        """Each folder's watch: armed, polling, overflow-rescan, degraded or missing."""
-        rescanning = set(self.sweeper.pending())
+        """Each folder's watch: armed, polling, overflow-rescan (a rescan for lost events, a
+        watcher restart...: not a routine one), degraded or missing."""
+        rescanning = {
+            root for root, why in self.sweeper.pending_reasons().items() if why not in ROUTINE
+        }
         healthy = self.watcher.is_healthy()
         states = {}
         for index, root in enumerate(self._roots()):

@@ -83,6 +83,11 @@ class Sweeper:
         with self._cond:
             return list(self._requests)
 
+    def pending_reasons(self) -> dict[str, str]:
+        """The folders waiting for a sweep, with why (``ROUTINE`` ones, or lost events...)."""
+        with self._cond:
+            return dict(self._requests)
+
     def pick_up_retries(self) -> None:
         """Offer the files ``florasync retry`` put back, on this thread (it may block)."""
         with self._cond:
