@@ -19,9 +19,10 @@ from .controlenv import Control
 from .daemonenv import running, synced
 from .helpers import (
     assert_exactly_once,
+    cli_command,
+    cli_env,
     free_port,
     healthz,
-    run_cli,
     sha256_of,
     wait_until,
 )
@@ -511,14 +512,6 @@ def test_tls_listener_serves_https_only(env: SyncEnv, tmp_path: Path) -> None:
         assert "the daemon at https://" in paused.stdout
 
 
-def test_demo_ends_with_the_page_url(tmp_path: Path) -> None:
-    """`florasync demo` prints the control page's URL and its token, and exits 0."""
-    result = run_cli("demo", "--files", "4", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "control page: http://127.0.0.1:" in result.stdout
-    assert "token for Pause/Retry: " in result.stdout
-
-
 def test_many_requests_leave_no_descriptor_behind(env: SyncEnv, tmp_path: Path) -> None:
     """Each request runs on a thread of its own: none may leave a journal connection open
     (`status --watch` asks twice a second for hours)."""
@@ -557,3 +550,37 @@ def test_files_by_state_lists_skipped_ones_with_their_reason(env: SyncEnv, tmp_p
     assert pending["total"] == 0
     assert all(a["name"] != "outside.png" for a in env.sb.state()["assets"])
     assert len(env.sb.state()["assets"]) == 1
+
+
+def test_demo_keep_serves_the_page_until_ctrl_c(tmp_path: Path) -> None:
+    """`florasync demo --keep`: the page answers while it runs; Ctrl-C stops it with exit 0."""
+    proc = subprocess.Popen(
+        cli_command("demo", "--files", "4", "--keep"),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        out = proc.stdout
+
+        def up() -> bool:
+            lines.append(out.readline())
+            return "Ctrl-C stops it" in lines[-1]
+
+        wait_until(up, message="the demo's daemon up")
+        url = next(line for line in lines if line.startswith("control page: ")).split()[2]
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        page = Control(port, "").call("GET", "/")
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert page[0] == 200
+    assert proc.returncode == 0
+    assert "demo files kept in" in rest

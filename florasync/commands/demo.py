@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import struct
 import tempfile
 import threading
@@ -113,8 +114,12 @@ def _show_page(config_path: Path, *, keep: bool) -> None:
         print(f"token for Pause/Retry: {access.read_token(rt.cfg.state_dir)}")
         if keep:
             print("the daemon keeps running for a look: open the page; Ctrl-C stops it", flush=True)
-            while thread.is_alive():
-                thread.join(0.5)
+            previous = signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+            try:
+                while thread.is_alive():
+                    thread.join(0.5)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
         else:
             print("(florasync demo --keep leaves it running for a look)")
     except KeyboardInterrupt:
