@@ -109,7 +109,7 @@ class Daemon:
                 BandwidthPlan(self.rt.cfg.bandwidth),
                 cut_uploads=self.rt.cfg.on_pause == "stop",
                 changed=self._changed,
-                note=lambda kind, message: self._note(None, kind, message),
+                note=self._note_event,
             )
             self.sweeper = Sweeper(
                 self.engine,
@@ -551,6 +551,14 @@ class Daemon:
             return False
         self.sweeper.request(root, "asked for on the control page")
         return True
+
+    def _note_event(self, kind: str, message: str) -> None:
+        """A pause or a resume for ``status``: it has happened even when the journal cannot
+        record it now (the database away), so that is only logged."""
+        try:
+            self._note(None, kind, message)
+        except errors.JournalError as exc:
+            log.warning("%s (not recorded in the journal: %s)", message, exc)
 
     def _held(self) -> str | None:
         steering = getattr(self, "steering", None)
