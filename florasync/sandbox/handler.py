@@ -34,6 +34,7 @@ from florasync.sandbox.context import (
     Request,
 )
 from florasync.sandbox.dispatch import Dispatcher
+from florasync.sandbox.head import Fields, HeadError, read_fields
 from florasync.sandbox.replies import Drop, Garbled, Outcome, Reply, error_reply, invalid
 from florasync.sandbox.traffic import Traffic
 from florasync.sandbox.upload import FLORA_HEADERS, UploadRequest, UploadTarget
@@ -45,6 +46,8 @@ MAX_JSON_BODY = 1 << 20
 FILE_CHUNK = 1 << 20
 _CONNECTIONS = itertools.count(1)
 """Numbers every connection, so the request log can tell a keep-alive reuse (Traffic)."""
+_date: tuple[int, str] = (0, "")
+"""The last second's ``Date`` header (``Handler.date_time_string``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +76,50 @@ class Handler(BaseHTTPRequestHandler):
     server_version = f"florasync-sandbox/{__version__}"
     connection_number = 0
 
+    fields = Fields()
+    raw_requestline: bytes  # set by BaseHTTPRequestHandler.handle_one_request
+
     def setup(self) -> None:
         super().setup()
         self.connection_number = next(_CONNECTIONS)
+
+    def parse_request(self) -> bool:
+        """The request line and header fields; an ordinary HTTP/1.x line takes the lean path
+        (``head.read_fields``), anything else ``http.server``'s own, with its error answers."""
+        words = str(self.raw_requestline, "iso-8859-1").split()
+        if len(words) != 3 or words[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            if not super().parse_request():
+                return False
+            self.fields = Fields(self.headers.items())
+            return True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.command, path, self.request_version = words
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        self.close_connection = True
+        try:
+            self.fields = read_fields(self.rfile)
+        except HeadError as err:
+            self.send_error(err.status, str(err))
+            return False
+        connection = self.fields.text("Connection").lower()
+        self.close_connection = connection == "close" or (
+            self.request_version == "HTTP/1.0" and connection != "keep-alive"
+        )
+        if self.request_version == "HTTP/1.1" and self.fields.text("Expect").lower() == (
+            "100-continue"
+        ):
+            return self.handle_expect_100()
+        return True
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, formatted once a second rather than once an answer."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        global _date  # noqa: PLW0603 - one formatted second shared by every handler thread
+        second = int(time.time())
+        if _date[0] != second:
+            _date = (second, super().date_time_string(second))
+        return _date[1]
 
     def do_GET(self) -> None:
         self._serve()
@@ -118,7 +162,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _route(self, url: SplitResult, arrived: float) -> Outcome | None:
-        body = BodyReader(self.rfile, self.headers)
+        body = BodyReader(self.rfile, self.fields)
         if url.path.startswith(CONTROL_PREFIX):
             return self._control(url, body)
         self._pause()
@@ -148,8 +192,8 @@ class Handler(BaseHTTPRequestHandler):
             method=self.command,
             path=url.path,
             query=_query(url),
-            authorization=self.headers.get("Authorization"),
-            idempotency_key=self.headers.get("Idempotency-Key"),
+            authorization=self.fields.get("Authorization"),
+            idempotency_key=self.fields.get("Idempotency-Key"),
             body=data,
             arrived=arrived,
             connection=self.connection_number,
@@ -158,10 +202,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _upload_request(self, arrived: float) -> UploadRequest:
         return UploadRequest(
-            content_type=self.headers.get("Content-Type", ""),
+            content_type=self.fields.text("Content-Type"),
             arrived=arrived,
-            flora_headers=tuple(h for h in FLORA_HEADERS if h in self.headers),
-            idempotency_key=self.headers.get("Idempotency-Key"),
+            flora_headers=tuple(h for h in FLORA_HEADERS if h in self.fields),
+            idempotency_key=self.fields.get("Idempotency-Key"),
             connection=self.connection_number,
         )
 
@@ -170,7 +214,7 @@ class Handler(BaseHTTPRequestHandler):
             method=self.command,
             path=url.path,
             arrived=arrived,
-            flora_headers=tuple(h for h in FLORA_HEADERS if h in self.headers),
+            flora_headers=tuple(h for h in FLORA_HEADERS if h in self.fields),
             connection=self.connection_number,
         )
 

@@ -6,8 +6,9 @@ read a small one whole. Raises ``IncompleteBody`` when the client goes away mid-
 
 from __future__ import annotations
 
-from email.message import Message
 from typing import Protocol
+
+from florasync.sandbox.head import Fields
 
 MAX_LINE = 8192
 
@@ -31,9 +32,9 @@ class BodyTooLarge(ValueError):
 class BodyReader:
     """The body of one request, read from the connection in pieces of at most ``size`` bytes."""
 
-    def __init__(self, rfile: Stream, headers: Message) -> None:
+    def __init__(self, rfile: Stream, headers: Fields) -> None:
         self._rfile = rfile
-        self._chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self._chunked = "chunked" in headers.text("Transfer-Encoding").lower()
         self.length = None if self._chunked else _content_length(headers)
         self._remaining = self.length or 0
         self._chunk_left = 0
@@ -111,7 +112,7 @@ class BodyReader:
                 return
 
 
-def _content_length(headers: Message) -> int:
+def _content_length(headers: Fields) -> int:
     text = headers.get("Content-Length")
     try:
         return max(0, int(text)) if text else 0
