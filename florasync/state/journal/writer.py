@@ -180,6 +180,9 @@ class Writer:
                 self._conn = None
         except BaseException as exc:  # a bug, or Ctrl-C in the leader: the others must not wait
             self._fail([op for op in batch if not op.finished], exc)
+            if self._conn is not None:  # maybe inside a transaction: the next batch starts anew
+                _close_quietly(self._conn, self._backend.error)
+                self._conn = None
             raise
 
     def _connect(self, batch: list[Op[Any]]) -> Conn:
