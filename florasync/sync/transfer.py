@@ -288,9 +288,11 @@ class Transfer:
         # the open file must be the admitted one: a symlink or another file swapped in since
         # is refused before a byte is read (issue 11, "one way in")
         with admission.open_admitted(job.path, job.stat) as stream:
-            # written before the first byte leaves (survives kill -9); not synced: if a power
-            # loss drops it, the push is retried with the spent token, refused, renewed (§10.3)
-            self._journal.record(lifecycle.push_started(rec))
+            # committed before the first byte leaves, with the asset id queued before it: a
+            # kill -9 after the upload landed must not leave a reservation without its asset
+            # (it would reserve and upload again). Not synced: if a power loss drops it, the
+            # push is retried with the spent token, refused, renewed (§10.3)
+            self._journal.record_committed(lifecycle.push_started(rec))
             pushed = self._send_bytes(rec, job, instructions, stream)
             if pushed is not None:
                 return pushed

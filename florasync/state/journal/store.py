@@ -300,6 +300,11 @@ class Journal:
             )
         )
 
+    def record_committed(self, rec: AssetRecord | LinkRecord) -> None:
+        """Store ``rec`` and wait for its commit, not for the disk: it survives the process
+        being killed (not a power loss), and so does everything queued before it."""
+        self._save(rec, durable=False)
+
     def flush(self) -> None:
         """Wait until every write this thread queued is committed (read-your-writes); free
         when there is none."""
